@@ -1,0 +1,9 @@
+"""fewshot: few-shot and zero-shot classification on frozen encoders."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .encoders import Encoder, list_encoders, load_encoder
+from .errors import FewShotError
+
+__all__ = ["Encoder", "FewShotError", "list_encoders", "load_encoder", "__version__"]

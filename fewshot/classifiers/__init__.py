@@ -1,0 +1,28 @@
+"""Classifiers over a ``Support`` view: one file per method, a registry of names for the engine and benchmarks."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import ArraySupport, Classifier, Support
+from .knn import KNNClassifier
+from .prototype import PrototypeClassifier, SimpleShotClassifier
+from .zeroshot import ZeroShotClassifier
+
+#: name → factory(**config). Later methods register here (fusion, linear, finetune ...).
+CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
+    "prototype": PrototypeClassifier,
+    "simpleshot": SimpleShotClassifier,
+    "knn": KNNClassifier,
+    "zero-shot": ZeroShotClassifier,
+}
+
+
+def make_classifier(name: str, **config: Any) -> Classifier:
+    """Build the classifier registered as ``name``."""
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}")
+    return CLASSIFIERS[name](**config)
+
+
+__all__ = ["ArraySupport", "Classifier", "Support", "CLASSIFIERS", "make_classifier", "PrototypeClassifier",
+           "SimpleShotClassifier", "KNNClassifier", "ZeroShotClassifier"]

@@ -1,0 +1,154 @@
+"""What every classifier reads (a ``Support`` view) and the small base every method extends.
+
+Classifiers never call encoders: they score already-embedded queries against support data.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import DimensionMismatchError, EmptyInputError, NonFiniteError, NotFittedError
+
+
+class Support(Protocol):
+    """Read-only view of labelled support data over C classes in a d-dim space.
+
+    Implemented by ``fewshot.index.SupportIndex`` (FAISS) and ``ArraySupport`` (plain arrays, benchmarks).
+    """
+
+    dim: int
+
+    @property
+    def n_classes(self) -> int: ...
+
+    def prototypes(self) -> np.ndarray:
+        """(C, d) float32 mean of each class's example vectors (zeros for a class without examples)."""
+
+    def example_counts(self) -> np.ndarray:
+        """(C,) int64 number of examples per class."""
+
+    def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """((C, d) float32 L2-normalised text-prompt vectors, (C,) bool mask of classes that have one)."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k support examples by inner product: ((n, k) float32 similarities, (n, k) int64 class
+        indices, -1 where fewer than k examples exist)."""
+
+    def examples(self) -> tuple[np.ndarray, np.ndarray]:
+        """All example vectors and their class indices: ((m, d) float32, (m,) int64)."""
+
+
+class ArraySupport:
+    """A ``Support`` over in-memory arrays: vectors (m, d), labels (m,) in [0, C), optional class vectors (C, d)."""
+
+    def __init__(self, vectors: np.ndarray, labels: np.ndarray, n_classes: int | None = None,
+                 class_vectors: np.ndarray | None = None, class_vector_mask: np.ndarray | None = None):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(labels), -1) \
+            if len(labels) else np.zeros((0, class_vectors.shape[1] if class_vectors is not None else 0), np.float32)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self._n = int(n_classes if n_classes is not None else (self.labels.max() + 1 if len(self.labels) else
+                                                               len(class_vectors)))
+        self.dim = int(self.vectors.shape[1]) if self.vectors.size else int(class_vectors.shape[1])
+        if class_vectors is None:
+            self._cv = np.zeros((self._n, self.dim), np.float32)
+            self._mask = np.zeros(self._n, bool)
+        else:
+            self._cv = np.asarray(class_vectors, np.float32)
+            self._mask = np.ones(self._n, bool) if class_vector_mask is None else np.asarray(class_vector_mask, bool)
+
+    @property
+    def n_classes(self) -> int:
+        return self._n
+
+    def prototypes(self) -> np.ndarray:
+        sums = np.zeros((self._n, self.dim), np.float64)
+        np.add.at(sums, self.labels, self.vectors)
+        counts = self.example_counts()
+        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+    def example_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self._n).astype(np.int64)
+
+    def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._cv, self._mask
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims = queries @ self.vectors.T
+        k_eff = min(k, sims.shape[1])
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k_eff]
+        out_s = np.full((len(queries), k), -np.inf, np.float32)
+        out_c = np.full((len(queries), k), -1, np.int64)
+        out_s[:, :k_eff] = np.take_along_axis(sims, order, axis=1)
+        out_c[:, :k_eff] = self.labels[order]
+        return out_s, out_c
+
+    def examples(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.vectors, self.labels
+
+
+def check_vectors(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
+    """Validate (n, dim) finite float vectors; returns C-contiguous float32."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise DimensionMismatchError(f"{what} must be 2-D (n, {dim}); got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise EmptyInputError(f"{what} is empty; pass at least one vector")
+    if x.shape[1] != dim:
+        raise DimensionMismatchError(f"{what} have dimension {x.shape[1]}, expected {dim}")
+    if not np.isfinite(x).all():
+        raise NonFiniteError(f"{what} contain NaN or inf values")
+    return np.ascontiguousarray(x)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row softmax of (n, C) logits (stable)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier(ABC):
+    """Scores (n, C) of queries against the classes of a ``Support``; higher = more likely.
+
+    Scores are cosine-like (roughly in [-1, 1]) so they are comparable across inputs; probabilities are
+    ``softmax(scores * logit_scale)``.
+    """
+
+    name: str = "base"
+    logit_scale: float = 20.0
+
+    def __init__(self) -> None:
+        self.support: Support | None = None
+
+    def fit(self, support: Support) -> "Classifier":
+        """Bind to (and precompute from) a support view. Cheap for training-free methods."""
+        if support.n_classes == 0:
+            raise NotFittedError("no classes: add at least one class before classifying")
+        self.support = support
+        self._fit(support)
+        return self
+
+    def _fit(self, support: Support) -> None:
+        """Subclass hook: precompute from support."""
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(n, d) L2-normalised queries → (n, C) float32 scores."""
+        if self.support is None:
+            raise NotFittedError(f"{self.name} classifier is not fitted; call fit(support) first")
+        queries = check_vectors(queries, self.support.dim, "queries")
+        return self._scores(queries).astype(np.float32, copy=False)
+
+    @abstractmethod
+    def _scores(self, queries: np.ndarray) -> np.ndarray: ...
+
+    def predict_proba(self, queries: np.ndarray) -> np.ndarray:
+        """(n, d) → (n, C) probabilities, softmax(scores · logit_scale)."""
+        return softmax(self.scores(queries) * self.logit_scale)
+
+    def config(self) -> dict:
+        """JSON-able constructor arguments (saved with an engine)."""
+        return {}

@@ -1,0 +1,151 @@
+"""The Encoder protocol every backend implements, plus shared input checks.
+
+An encoder is frozen: it maps texts and/or images to float32, L2-normalised vectors of shape (n, dim).
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from ..errors import EmptyInputError, ImageReadError, InvalidInputError
+
+ImageInput = Union[str, "os.PathLike[str]", Any]  # a path or a PIL.Image.Image
+
+#: Largest image (in pixels) we decode; PIL's decompression-bomb guard raises above this.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+class Encoder(ABC):
+    """A frozen embedding model.
+
+    Attributes:
+        name: the registry name that rebuilds this encoder (``load_encoder(name)``).
+        dim: the embedding dimension.
+        modalities: subset of ``{"text", "image"}`` this encoder embeds.
+    """
+
+    name: str
+    dim: int
+    modalities: frozenset[str]
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64,
+                    show_progress_bar: bool | None = None) -> np.ndarray:
+        """Embed texts. Returns float32 (len(texts), dim), rows L2-normalised."""
+        raise InvalidInputError(f"encoder {self.name!r} does not embed text; use an image input or a "
+                                "text/CLIP encoder such as 'minilm' or 'clip:...'")
+
+    def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32,
+                      show_progress_bar: bool | None = None) -> np.ndarray:
+        """Embed images (paths or PIL images). Returns float32 (len(images), dim), rows L2-normalised."""
+        raise InvalidInputError(f"encoder {self.name!r} does not embed images; use a text input or an "
+                                "image/CLIP encoder such as 'effnet-lite0' or 'clip:...'")
+
+    def encode(self, inputs: Sequence[Any], **kwargs: Any) -> np.ndarray:
+        """Embed a homogeneous list: all strings → text (for a text-capable encoder), else images."""
+        inputs = check_input_list(inputs)
+        if all(isinstance(x, str) for x in inputs) and "text" in self.modalities:
+            return self.encode_text(inputs, **kwargs)
+        if "image" in self.modalities:
+            return self.encode_images(inputs, **kwargs)
+        raise InvalidInputError(f"encoder {self.name!r} embeds text only; got non-string inputs "
+                                f"(first: {type(inputs[0]).__name__})")
+
+    @property
+    def zero_shot_templates(self) -> list[str]:
+        """Prompt templates ('{}' = class name or description) for zero-shot class vectors."""
+        from ..templates import TEXT_TEMPLATES
+        return list(TEXT_TEMPLATES)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description saved beside an engine."""
+        return {"name": self.name, "dim": int(self.dim), "modalities": sorted(self.modalities)}
+
+
+def check_input_list(inputs: Any) -> list[Any]:
+    """Return ``inputs`` as a non-empty list, or raise a typed error."""
+    if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__len__"):
+        raise InvalidInputError("inputs must be a list of texts or images, not a single "
+                                f"{type(inputs).__name__}; wrap it in a list")
+    inputs = list(inputs)
+    if not inputs:
+        raise EmptyInputError("inputs is empty; pass at least one text or image")
+    return inputs
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Validate a list of texts (non-empty list of str). Empty strings are allowed and embed as ''."""
+    texts = check_input_list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}] is a {type(t).__name__}, expected str")
+    return texts
+
+
+def load_image_rgb(image: ImageInput):
+    """Open a path or take a PIL image, returning an RGB PIL image; typed errors for bad files."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if not isinstance(image, (str, os.PathLike)):
+        raise ImageReadError(f"an image input must be a path or a PIL.Image, got {type(image).__name__}")
+    path = os.fspath(image)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ImageReadError(f"image file not found: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"image {path} is too large to decode safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"cannot read {path} as an image: {exc}") from None
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Row-normalise (n, d) to unit L2 norm, in float32; zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def default_device() -> str:
+    """'cuda' when a GPU is visible to torch, else 'cpu'."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def progress_default(n: int, threshold: int = 256) -> bool:
+    """Show a progress bar by default only for long inputs."""
+    return n >= threshold
+
+
+def downloads_allowed() -> bool:
+    """fewshot never downloads weights unless the user sets FEWSHOT_ALLOW_DOWNLOAD=1."""
+    return os.environ.get("FEWSHOT_ALLOW_DOWNLOAD", "0") == "1"
+
+
+class hub_offline:
+    """Context manager: put huggingface_hub in offline mode (unless downloads are allowed), so a missing
+    model fails at once instead of retrying the network for a minute."""
+
+    def __enter__(self) -> "hub_offline":
+        self._saved = None
+        if downloads_allowed():
+            return self
+        try:
+            import huggingface_hub.constants as constants
+        except ImportError:
+            return self
+        self._constants = constants
+        self._saved = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            self._constants.HF_HUB_OFFLINE = self._saved

