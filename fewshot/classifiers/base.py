@@ -152,3 +152,12 @@ class Classifier(ABC):
     def config(self) -> dict:
         """JSON-able constructor arguments (saved with an engine)."""
         return {}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save with an engine (empty for training-free methods)."""
+        return {}
+
+    def restore(self, support: Support, state: dict[str, np.ndarray]) -> "Classifier":
+        """Rebind to ``support`` after loading, reusing learned ``state`` instead of training again.
+        Training-free methods just refit; learned methods override this."""
+        return self.fit(support)
