@@ -1,0 +1,268 @@
+"""FewShotEngine: the facade an application embeds. Encoder → SupportIndex → Classifier → Predictions.
+
+    eng = FewShotEngine(encoder="minilm")
+    eng.add_class("card_lost", examples=["I lost my card"], description="the customer lost a card")
+    eng.predict(["where is my card?"], top_k=3)
+
+Thread-safe: mutations and predictions take one lock around index/classifier state; encoding runs outside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import storage
+from .classifiers import make_classifier
+from .classifiers.base import Classifier, check_vectors
+from .encoders.base import Encoder, check_input_list
+from .encoders.registry import load_encoder
+from .errors import CorruptIndexError, EmptyClassError, InvalidInputError, NotFittedError
+from .index import SupportIndex
+from .templates import expand
+
+ENGINE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's result: ``label`` (None when rejected as unknown), ``score`` = probability of the top label,
+    ``top_k`` = [(label, probability), ...] best first."""
+
+    label: str | None
+    score: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+
+class FewShotEngine:
+    """Register classes from examples and/or descriptions at runtime, classify, save, reload."""
+
+    def __init__(self, encoder: str | Encoder = "minilm", classifier: str = "prototype",
+                 classifier_config: dict | None = None, index_type: str = "flat", device: str | None = None,
+                 templates: Sequence[str] | None = None, keep_examples: bool = True):
+        self.encoder = load_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
+        self.index = SupportIndex(self.encoder.dim, index_type=index_type)
+        self.classifier_name = classifier
+        self.classifier_config = dict(classifier_config or {})
+        self.classifier: Classifier = make_classifier(classifier, **self.classifier_config)
+        self.templates = list(templates) if templates is not None else list(self.encoder.zero_shot_templates)
+        self.keep_examples = keep_examples
+        self.raw_examples: dict[str, list[Any]] = {}     # class → raw inputs (texts / image paths), for refine
+        self.openset: Any = None                          # fitted rejector (fewshot.openset), lazily
+        self._lock = threading.RLock()
+        self._dirty = True
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, inputs: Sequence[Any], **kwargs: Any) -> np.ndarray:
+        """Encode inputs (texts, image paths or PIL images) → (n, dim) float32, L2-normalised."""
+        return self.encoder.encode(check_input_list(inputs), **kwargs)
+
+    def describe_vector(self, description: str) -> np.ndarray:
+        """A description → (dim,) prompt vector: normalised mean of the templates filled with it."""
+        if not isinstance(description, str) or not description.strip():
+            raise InvalidInputError(f"description must be a non-empty string, got {description!r}")
+        vectors = self.encoder.encode_text(expand(self.templates, description.strip()))
+        mean = vectors.mean(0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    # ------------------------------------------------------------------ classes
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the column order of ``predict_proba``."""
+        return self.index.classes
+
+    def add_class(self, name: str, examples: Sequence[Any] | None = None, description: str | None = None,
+                  vectors: np.ndarray | None = None) -> None:
+        """Register a class from examples (texts / images), a description, precomputed (n, dim) vectors, or a
+        mix. Everything is encoded and checked before the engine changes, so a bad input changes nothing."""
+        if name in self.index:
+            self.index.add_class(name)  # raises DuplicateClassError
+        has_examples = examples is not None and len(examples) > 0
+        if not has_examples and description is None and vectors is None:
+            raise EmptyClassError(f"class {name!r} needs examples, a description or vectors; got none")
+        example_vectors = self.embed(examples) if has_examples else None
+        extra = check_vectors(vectors, self.encoder.dim, "vectors") if vectors is not None else None
+        prompt = self.describe_vector(description) if description is not None else None
+        with self._lock:
+            self.index.add_class(name, description=description, prompt_vector=prompt)
+            for block in (example_vectors, extra):
+                if block is not None:
+                    self.index.add_vectors(name, block)
+            if has_examples and self.keep_examples:
+                self.raw_examples[name] = [_storable(x) for x in examples]
+            self._changed()
+
+    def add_examples(self, name: str, examples: Sequence[Any]) -> None:
+        """Add examples to an existing class."""
+        self.index.entry(name)  # UnknownClassError before any encoding
+        example_vectors = self.embed(examples)
+        with self._lock:
+            self.index.add_vectors(name, example_vectors)
+            if self.keep_examples:
+                self.raw_examples.setdefault(name, []).extend(_storable(x) for x in examples)
+            self._changed()
+
+    def add_vectors(self, name: str, vectors: np.ndarray) -> None:
+        """Add precomputed (n, dim) example vectors to an existing class."""
+        with self._lock:
+            self.index.add_vectors(name, vectors)
+            self._changed()
+
+    def set_description(self, name: str, description: str | None) -> None:
+        """Replace (or with None remove) a class's description and prompt vector."""
+        prompt = self.describe_vector(description) if description is not None else None
+        with self._lock:
+            entry = self.index.entry(name)
+            if prompt is None and not entry.ids:
+                raise EmptyClassError(f"class {name!r} has no examples; it cannot lose its description")
+            entry.description = description
+            self.index.set_prompt_vector(name, prompt)
+            self._changed()
+
+    def remove_class(self, name: str) -> None:
+        """Remove a class with all its examples."""
+        with self._lock:
+            self.index.remove_class(name)
+            self.raw_examples.pop(name, None)
+            self._changed()
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self.openset = None
+
+    # ------------------------------------------------------------------ classifier
+    def set_classifier(self, classifier: str | Classifier, **config: Any) -> None:
+        """Switch the classification method (a registered name, or a fitted/unfitted Classifier)."""
+        with self._lock:
+            if isinstance(classifier, str):
+                self.classifier = make_classifier(classifier, **config)
+                self.classifier_name, self.classifier_config = classifier, dict(config)
+                self._dirty = True
+            else:
+                self.classifier = classifier
+                self.classifier_name, self.classifier_config = classifier.name, classifier.config()
+                self._dirty = classifier.support is not self.index
+            self.openset = None
+
+    def _fitted(self) -> Classifier:
+        """The classifier, refitted to the index if anything changed. Call with the lock held."""
+        if self.index.n_classes == 0:
+            raise NotFittedError("the engine has no classes yet; call add_class first")
+        if self._dirty:
+            self.classifier.fit(self.index)
+            self._dirty = False
+        return self.classifier
+
+    # ------------------------------------------------------------------ prediction
+    def scores_from_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, dim) embedded queries → (n, C) classifier scores."""
+        with self._lock:
+            return self._fitted().scores(vectors)
+
+    def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
+        """(n, C) probabilities; columns follow ``self.classes``."""
+        queries = self.embed(inputs)
+        with self._lock:
+            return self._fitted().predict_proba(queries)
+
+    def predict(self, inputs: Sequence[Any], top_k: int = 1, reject: bool = False) -> list[Prediction]:
+        """Classify inputs. ``reject=True`` returns label None for inputs that fit no class (open set)."""
+        if int(top_k) < 1:
+            raise InvalidInputError(f"top_k must be >= 1, got {top_k}")
+        return self.predict_vectors(self.embed(inputs), top_k=top_k, reject=reject)
+
+    def predict_vectors(self, queries: np.ndarray, top_k: int = 1, reject: bool = False) -> list[Prediction]:
+        """Like ``predict`` for already-embedded (n, dim) queries."""
+        with self._lock:
+            classifier = self._fitted()
+            classes = self.index.classes
+            scores = classifier.scores(queries)
+            probs = classifier.predict_proba(queries) if not hasattr(classifier, "proba_from_scores") else \
+                classifier.proba_from_scores(scores)
+            accepted = self._openset().accept(scores, probs) if reject else np.ones(len(probs), bool)
+        k = min(int(top_k), len(classes))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        out = []
+        for row, ok in zip(range(len(probs)), accepted):
+            top = [(classes[c], float(probs[row, c])) for c in order[row]]
+            out.append(Prediction(top[0][0] if ok else None, top[0][1], top))
+        return out
+
+    def _openset(self):
+        from .openset import MaxScoreRejector
+        if self.openset is None:
+            self.openset = MaxScoreRejector().fit(self.index, self.classifier_name, self.classifier_config)
+        return self.openset
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike, portable: bool = False, quantize: str | None = None) -> Path:
+        """Save atomically (a crash keeps the previous save). ``portable=True`` bundles an ONNX export of the
+        encoder so the engine loads and predicts without torch (``quantize='int8'`` for a smaller, faster one)."""
+        with self._lock:
+            def write(snapshot: Path) -> None:
+                encoder_name = self.encoder.name
+                if portable:
+                    from .export import export_encoder
+                    export_encoder(self.encoder, snapshot / "encoder", quantize=quantize)
+                    encoder_name = "onnx:encoder"
+                elif getattr(self.encoder, "save_to", None) is not None:
+                    encoder_name = self.encoder.save_to(snapshot / "encoder")  # e.g. a fine-tuned encoder
+                (snapshot / "index").mkdir()
+                self.index.save(snapshot / "index")
+                state = self._fitted().state() if self.index.n_classes else {}
+                with open(snapshot / "classifier.npz", "wb") as f:
+                    np.savez(f, **state)
+                meta = {"format_version": ENGINE_FORMAT_VERSION, "encoder": encoder_name,
+                        "encoder_dim": self.encoder.dim, "classifier": self.classifier_name,
+                        "classifier_config": self.classifier_config, "templates": self.templates,
+                        "keep_examples": self.keep_examples, "raw_examples": self.raw_examples}
+                (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+            return storage.atomic_save(directory, "fewshot-engine", write)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | None = None,
+             encoder: str | Encoder | None = None) -> "FewShotEngine":
+        """Load a saved engine (checksums verified, no pickle). ``encoder`` overrides the saved encoder name."""
+        snapshot = storage.open_snapshot(directory, "fewshot-engine")
+        try:
+            meta = json.loads((snapshot / "engine.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CorruptIndexError(f"cannot read {snapshot / 'engine.json'}: {exc}") from None
+        if meta.get("format_version") != ENGINE_FORMAT_VERSION:
+            from .errors import VersionMismatchError
+            raise VersionMismatchError(f"engine format {meta.get('format_version')!r} in {directory}; this "
+                                       f"fewshot reads {ENGINE_FORMAT_VERSION}")
+        name = meta["encoder"]
+        for prefix in ("onnx:", "st:"):
+            if name.startswith(prefix) and not os.path.isabs(name[len(prefix):]) and \
+                    (snapshot / name[len(prefix):]).exists():
+                name = prefix + str(snapshot / name[len(prefix):])
+        enc = encoder if encoder is not None else name
+        engine = cls(enc, classifier=meta["classifier"], classifier_config=meta["classifier_config"],
+                     device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True))
+        if engine.encoder.dim != meta["encoder_dim"]:
+            raise CorruptIndexError(f"encoder {engine.encoder.name!r} has dimension {engine.encoder.dim}, the "
+                                    f"saved engine expects {meta['encoder_dim']}")
+        engine.index = SupportIndex.load(snapshot / "index")
+        engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
+        with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
+            state = {k: arrays[k] for k in arrays.files}
+        if engine.index.n_classes:
+            engine.classifier.restore(engine.index, state)
+            engine._dirty = False
+        return engine
+
+
+def _storable(x: Any) -> Any:
+    """What of a raw example can be kept in JSON: texts and paths; in-memory images are not kept."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return None

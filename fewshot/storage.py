@@ -1,0 +1,138 @@
+"""Crash-safe saved directories: versioned snapshots + an atomically replaced pointer + checksums.
+
+Layout of a saved directory ``D``::
+
+    D/CURRENT                 name of the live snapshot (replaced atomically with os.replace)
+    D/snap-<n>/MANIFEST.json  {"format_version", "kind", "files": {relative path: {"sha256", "bytes"}}}
+    D/snap-<n>/...            the files
+
+A save writes a new snapshot completely (fsync'ed), then swaps CURRENT, then deletes older snapshots. A crash at
+any point leaves CURRENT naming a complete, checksummed snapshot. Loading verifies every size and checksum before
+any file is parsed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .errors import CorruptIndexError, InvalidInputError, VersionMismatchError
+
+STORAGE_FORMAT_VERSION = 1
+MANIFEST = "MANIFEST.json"
+POINTER = "CURRENT"
+_SNAPSHOT = re.compile(r"^snap-(\d{6,})$")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _snapshots(root: Path) -> list[tuple[int, Path]]:
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            m = _SNAPSHOT.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None]) -> Path:
+    """Create ``root`` if needed and write a new snapshot with ``write(snapshot_dir)``; returns the snapshot.
+
+    ``root`` must be empty, missing, or an earlier save of this kind: other directories are refused so that a
+    typo never turns a user's folder into a saved engine.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InvalidInputError(f"cannot save to {root}: it is a file")
+    if root.is_dir() and any(root.iterdir()) and not (root / POINTER).is_file():
+        raise InvalidInputError(f"cannot save to {root}: the directory is not empty and holds no fewshot save")
+    root.mkdir(parents=True, exist_ok=True)
+    number = max([n for n, _ in _snapshots(root)] + [0]) + 1
+    snapshot = root / f"snap-{number:06d}"
+    staging = root / f".staging-{number:06d}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        write(staging)
+        files = {}
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+            files[path.relative_to(staging).as_posix()] = {"sha256": sha256_file(path),
+                                                          "bytes": path.stat().st_size}
+        manifest = {"format_version": STORAGE_FORMAT_VERSION, "kind": kind, "files": files}
+        with open(staging / MANIFEST, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(staging)
+        os.rename(staging, snapshot)
+        _fsync_dir(root)
+        pointer_tmp = root / f".{POINTER}.tmp-{os.getpid()}"
+        with open(pointer_tmp, "w", encoding="utf-8") as f:
+            f.write(snapshot.name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(pointer_tmp, root / POINTER)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for _, old in _snapshots(root):  # best effort: older snapshots and leftovers of crashed saves
+        if old != snapshot:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return snapshot
+
+
+def open_snapshot(root: str | os.PathLike, kind: str) -> Path:
+    """Return the live snapshot of a saved directory after verifying its manifest, sizes and checksums."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorruptIndexError(f"no saved {kind} at {root}: not a directory")
+    try:
+        name = (root / POINTER).read_text(encoding="utf-8").strip()
+    except OSError:
+        raise CorruptIndexError(f"no saved {kind} at {root}: {POINTER} is missing") from None
+    if not _SNAPSHOT.match(name) or not (root / name).is_dir():
+        raise CorruptIndexError(f"{root / POINTER} names {name!r}, which is not a snapshot in {root}")
+    snapshot = root / name
+    try:
+        manifest = json.loads((snapshot / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorruptIndexError(f"cannot read {snapshot / MANIFEST}: {exc}") from None
+    if manifest.get("format_version") != STORAGE_FORMAT_VERSION:
+        raise VersionMismatchError(f"{root} was saved in storage format {manifest.get('format_version')!r}; "
+                                   f"this fewshot reads format {STORAGE_FORMAT_VERSION}")
+    if manifest.get("kind") != kind:
+        raise CorruptIndexError(f"{root} holds a saved {manifest.get('kind')!r}, not a {kind!r}")
+    for rel, meta in manifest.get("files", {}).items():
+        path = snapshot / rel
+        if ".." in Path(rel).parts or not path.is_file():
+            raise CorruptIndexError(f"saved file {rel} is missing from {snapshot}")
+        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+            raise CorruptIndexError(f"saved file {path} fails its checksum: the save is corrupt")
+    return snapshot
