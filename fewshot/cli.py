@@ -67,11 +67,11 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .data import load_labelled
+    from .data import load_dataset
     from .engine import FewShotEngine
 
-    data = load_labelled(args.train)
-    is_images = not isinstance(data.inputs[0], str) or os.path.isdir(args.train)
+    data = load_dataset(args.train)
+    is_images = data.kind == "image"
     encoder = args.encoder or ("effnet-lite0" if is_images else "minilm")
     descriptions = json.loads(Path(args.descriptions).read_text(encoding="utf-8")) if args.descriptions else {}
     engine = FewShotEngine(encoder=encoder, classifier=args.classifier)

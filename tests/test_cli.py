@@ -1,0 +1,38 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fewshot.cli import main
+
+
+def test_classify_zero_shot_json(capsys):
+    assert main(["classify", "--labels", "refund,lost card,greeting", "--json", "--top-k", "2",
+                 "hello there", "I want my money back"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["label"] for o in out] == ["greeting", "refund"]
+    assert all(len(o["top_k"]) == 2 and 0 <= o["score"] <= 1 for o in out)
+
+
+def test_index_then_classify(tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\nI lost my card,card\nmy card was stolen,card\n"
+                     "what is the exchange rate,rate\neuro to dollar rate,rate\n")
+    assert main(["index", "--train", str(train), "--out", str(tmp_path / "eng")]) == 0
+    capsys.readouterr()
+    assert main(["classify", "--index", str(tmp_path / "eng"), "where is my card"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] == "card"
+
+
+def test_errors_exit_2_with_message(tmp_path, capsys):
+    assert main(["classify", "--index", str(tmp_path / "missing"), "x"]) == 2
+    assert "fewshot: error:" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end():
+    out = subprocess.run([sys.executable, "-m", "fewshot", "demo"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "same predictions" in out.stdout
+    accuracy = float(out.stdout.split("accuracy ")[1].split("= ")[1].split()[0])
+    assert accuracy >= 0.8

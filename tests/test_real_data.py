@@ -1,0 +1,71 @@
+"""Acceptance on real data from ../shared/data through the public engine API."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fewshot import FewShotEngine
+from fewshot.classifiers import ArraySupport, PrototypeClassifier
+from fewshot.templates import humanise_label
+
+
+def read_banking(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["category"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def banking(shared_data, minilm):
+    train_x, train_y = read_banking(shared_data / "text" / "banking77" / "train.csv")
+    test_x, test_y = read_banking(shared_data / "text" / "banking77" / "test.csv")
+    test_vectors = minilm.encode_text(test_x, batch_size=128)
+    return train_x, train_y, test_vectors, np.array(test_y)
+
+
+def test_banking77_ten_shot_engine(banking, minilm):
+    train_x, train_y, test_vectors, test_y = banking
+    rng = np.random.default_rng(0)
+    engine = FewShotEngine(encoder=minilm)
+    for label in sorted(set(train_y)):
+        pool = [x for x, y in zip(train_x, train_y) if y == label]
+        engine.add_class(label, examples=[pool[i] for i in rng.choice(len(pool), 10, replace=False)])
+    preds = engine.predict_vectors(test_vectors)
+    accuracy = np.mean([p.label == y for p, y in zip(preds, test_y)])
+    print(f"Banking77 10-shot prototype accuracy: {accuracy:.4f}")
+    assert accuracy >= 0.78
+
+
+def test_banking77_zero_shot_from_label_names(banking, minilm):
+    _, train_y, test_vectors, test_y = banking
+    engine = FewShotEngine(encoder=minilm)
+    for label in sorted(set(train_y)):
+        engine.add_class(label, description=humanise_label(label))
+    preds = engine.predict_vectors(test_vectors)
+    accuracy = np.mean([p.label == y for p, y in zip(preds, test_y)])
+    print(f"Banking77 zero-shot (label names) accuracy: {accuracy:.4f}")
+    assert accuracy >= 0.55
+
+
+def test_omniglot_five_way_five_shot_effnet(shared_data, effnet):
+    """Prototypes on frozen EfficientNet-Lite0 features: 40 evaluation-set classes, 300 episodes."""
+    with np.load(shared_data / "images" / "omniglot" / "images_evaluation.npz", allow_pickle=False) as f:
+        images = f["images"]
+    rng = np.random.default_rng(0)
+    classes = rng.choice(len(images), 40, replace=False)
+    pil = [Image.fromarray(images[c, d].astype(np.uint8) * 255) for c in classes for d in range(20)]
+    features = effnet.encode_images(pil, batch_size=64).reshape(40, 20, -1)
+    correct = total = 0
+    for _ in range(300):
+        way = rng.choice(40, 5, replace=False)
+        draws = np.stack([rng.permutation(20) for _ in way])
+        support = features[way[:, None], draws[:, :5]]            # (5, 5, d)
+        query = features[way[:, None], draws[:, 5:20]].reshape(-1, features.shape[-1])
+        sup = ArraySupport(support.reshape(25, -1), np.repeat(np.arange(5), 5), 5)
+        pred = PrototypeClassifier().fit(sup).scores(query).argmax(1)
+        correct += int((pred == np.repeat(np.arange(5), 15)).sum())
+        total += len(pred)
+    accuracy = correct / total
+    print(f"Omniglot eval 5-way 5-shot prototype accuracy (effnet-lite0): {accuracy:.4f}")
+    assert accuracy >= 0.85
