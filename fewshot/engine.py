@@ -23,7 +23,7 @@ from .classifiers.base import Classifier, check_vectors
 from .encoders.base import Encoder, check_input_list
 from .encoders.registry import load_encoder
 from .errors import CorruptIndexError, EmptyClassError, InvalidInputError, NotFittedError
-from .index import SupportIndex
+from .index import SupportIndex, as_float_vectors
 from .templates import expand
 
 ENGINE_FORMAT_VERSION = 1
@@ -31,8 +31,13 @@ ENGINE_FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Prediction:
-    """One input's result: ``label`` (None when rejected as unknown), ``score`` = probability of the top label,
-    ``top_k`` = [(label, probability), ...] best first."""
+    """One input's result: ``label`` (None when rejected as unknown); ``score`` = confidence of the top label;
+    ``top_k`` = [(label, confidence), ...] best first.
+
+    The confidence of a label is P(that label is right | its score), calibrated on the support set by
+    leave-one-out (``fewshot.openset``): it is comparable across inputs and ranks in-scope above out-of-scope
+    inputs. Where it cannot be calibrated (tiny support sets, learned classifiers) it is the softmax
+    probability. ``FewShotEngine.predict_proba`` always gives softmax probabilities that sum to 1."""
 
     label: str | None
     score: float
@@ -44,7 +49,8 @@ class FewShotEngine:
 
     def __init__(self, encoder: str | Encoder = "minilm", classifier: str = "prototype",
                  classifier_config: dict | None = None, index_type: str = "flat", device: str | None = None,
-                 templates: Sequence[str] | None = None, keep_examples: bool = True):
+                 templates: Sequence[str] | None = None, keep_examples: bool = True, calibrate: bool = True,
+                 openset: dict | None = None):
         self.encoder = load_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
         self.index = SupportIndex(self.encoder.dim, index_type=index_type)
         self.classifier_name = classifier
@@ -53,7 +59,9 @@ class FewShotEngine:
         self.templates = list(templates) if templates is not None else list(self.encoder.zero_shot_templates)
         self.keep_examples = keep_examples
         self.raw_examples: dict[str, list[Any]] = {}     # class → raw inputs (texts / image paths), for refine
-        self.openset: Any = None                          # fitted rejector (fewshot.openset), lazily
+        self.calibrate = bool(calibrate)                  # temperature fitted on support (LOO), see openset.py
+        self.openset_config: dict = dict(openset or {})   # OpenSetDetector arguments (score, keep, per_class...)
+        self.openset: Any = None                          # fitted OpenSetDetector, lazily
         self._lock = threading.RLock()
         self._dirty = True
 
@@ -82,11 +90,12 @@ class FewShotEngine:
         mix. Everything is encoded and checked before the engine changes, so a bad input changes nothing."""
         if name in self.index:
             self.index.add_class(name)  # raises DuplicateClassError
-        has_examples = examples is not None and len(examples) > 0
+        has_examples = examples is not None and (not hasattr(examples, "__len__") or len(examples) > 0)
         if not has_examples and description is None and vectors is None:
             raise EmptyClassError(f"class {name!r} needs examples, a description or vectors; got none")
         example_vectors = self.embed(examples) if has_examples else None
-        extra = check_vectors(vectors, self.encoder.dim, "vectors") if vectors is not None else None
+        extra = check_vectors(as_float_vectors(vectors, "vectors"), self.encoder.dim, "vectors") \
+            if vectors is not None else None
         prompt = self.describe_vector(description) if description is not None else None
         with self._lock:
             self.index.add_class(name, description=description, prompt_vector=prompt)
@@ -149,6 +158,15 @@ class FewShotEngine:
                 self._dirty = classifier.support is not self.index
             self.openset = None
 
+    def configure_openset(self, **config: Any) -> None:
+        """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
+        keep, target, per_class, shrinkage). Checked at once; fitted lazily on the support set."""
+        from .openset import OpenSetDetector
+        OpenSetDetector(**config)
+        with self._lock:
+            self.openset_config = dict(config)
+            self.openset = None
+
     def _fitted(self) -> Classifier:
         """The classifier, refitted to the index if anything changed. Call with the lock held."""
         if self.index.n_classes == 0:
@@ -161,6 +179,7 @@ class FewShotEngine:
     # ------------------------------------------------------------------ prediction
     def scores_from_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) embedded queries → (n, C) classifier scores."""
+        vectors = as_float_vectors(vectors, "vectors")
         with self._lock:
             return self._fitted().scores(vectors)
 
@@ -168,35 +187,51 @@ class FewShotEngine:
         """(n, C) probabilities; columns follow ``self.classes``."""
         queries = self.embed(inputs)
         with self._lock:
-            return self._fitted().predict_proba(queries)
+            return self._probabilities(self._fitted().scores(queries))
+
+    def _uses_calibration(self) -> bool:
+        """Calibrate on support for training-free methods on support sets small enough to re-score cheaply."""
+        return self.calibrate and not self.classifier.state() and len(self.index) <= 100_000
 
     def predict(self, inputs: Sequence[Any], top_k: int = 1, reject: bool = False) -> list[Prediction]:
         """Classify inputs. ``reject=True`` returns label None for inputs that fit no class (open set)."""
-        if int(top_k) < 1:
-            raise InvalidInputError(f"top_k must be >= 1, got {top_k}")
+        _check_top_k(top_k)
         return self.predict_vectors(self.embed(inputs), top_k=top_k, reject=reject)
 
     def predict_vectors(self, queries: np.ndarray, top_k: int = 1, reject: bool = False) -> list[Prediction]:
         """Like ``predict`` for already-embedded (n, dim) queries."""
+        _check_top_k(top_k)
+        queries = as_float_vectors(queries, "queries")
         with self._lock:
             classifier = self._fitted()
             classes = self.index.classes
             scores = classifier.scores(queries)
-            probs = classifier.predict_proba(queries) if not hasattr(classifier, "proba_from_scores") else \
-                classifier.proba_from_scores(scores)
-            accepted = self._openset().accept(scores, probs) if reject else np.ones(len(probs), bool)
+            probs = self._probabilities(scores)
+            confidence = self._openset().confidences(scores) if self._uses_calibration() else None
+            accepted = self._openset().accept(scores, queries) if reject else np.ones(len(probs), bool)
         k = min(int(top_k), len(classes))
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        values = confidence if confidence is not None else probs
         out = []
         for row, ok in zip(range(len(probs)), accepted):
-            top = [(classes[c], float(probs[row, c])) for c in order[row]]
+            top = [(classes[c], float(values[row, c])) for c in order[row]]
             out.append(Prediction(top[0][0] if ok else None, top[0][1], top))
         return out
 
+    def _probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """(n, C) scores → probabilities: calibrated temperature when available. Call with the lock held."""
+        if self._uses_calibration():
+            return self._openset().probabilities(scores)
+        from .classifiers.base import softmax
+        return softmax(scores * self.classifier.logit_scale)
+
     def _openset(self):
-        from .openset import MaxScoreRejector
+        """The fitted OpenSetDetector (LOO on the support set). Call with the lock held."""
+        from .openset import OpenSetDetector
         if self.openset is None:
-            self.openset = MaxScoreRejector().fit(self.index, self.classifier_name, self.classifier_config)
+            self.openset = OpenSetDetector(**self.openset_config).fit(
+                self.index, self.classifier_name, self.classifier_config,
+                default_temperature=self.classifier.logit_scale)
         return self.openset
 
     # ------------------------------------------------------------------ persistence
@@ -220,7 +255,8 @@ class FewShotEngine:
                 meta = {"format_version": ENGINE_FORMAT_VERSION, "encoder": encoder_name,
                         "encoder_dim": self.encoder.dim, "classifier": self.classifier_name,
                         "classifier_config": self.classifier_config, "templates": self.templates,
-                        "keep_examples": self.keep_examples, "raw_examples": self.raw_examples}
+                        "keep_examples": self.keep_examples, "raw_examples": self.raw_examples,
+                        "calibrate": self.calibrate, "openset": self.openset_config}
                 (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
             return storage.atomic_save(directory, "fewshot-engine", write)
@@ -234,10 +270,16 @@ class FewShotEngine:
             meta = json.loads((snapshot / "engine.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CorruptIndexError(f"cannot read {snapshot / 'engine.json'}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise CorruptIndexError(f"{snapshot / 'engine.json'} is not a JSON object")
         if meta.get("format_version") != ENGINE_FORMAT_VERSION:
             from .errors import VersionMismatchError
             raise VersionMismatchError(f"engine format {meta.get('format_version')!r} in {directory}; this "
                                        f"fewshot reads {ENGINE_FORMAT_VERSION}")
+        if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), str) or \
+                not isinstance(meta.get("classifier"), str) or not isinstance(meta.get("classifier_config"), dict) \
+                or not isinstance(meta.get("templates"), list) or not isinstance(meta.get("encoder_dim"), int):
+            raise CorruptIndexError(f"{snapshot / 'engine.json'} lacks required fields or has wrong types")
         name = meta["encoder"]
         for prefix in ("onnx:", "st:"):
             if name.startswith(prefix) and not os.path.isabs(name[len(prefix):]) and \
@@ -245,18 +287,27 @@ class FewShotEngine:
                 name = prefix + str(snapshot / name[len(prefix):])
         enc = encoder if encoder is not None else name
         engine = cls(enc, classifier=meta["classifier"], classifier_config=meta["classifier_config"],
-                     device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True))
+                     device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True),
+                     calibrate=meta.get("calibrate", True), openset=meta.get("openset") or {})
         if engine.encoder.dim != meta["encoder_dim"]:
             raise CorruptIndexError(f"encoder {engine.encoder.name!r} has dimension {engine.encoder.dim}, the "
                                     f"saved engine expects {meta['encoder_dim']}")
         engine.index = SupportIndex.load(snapshot / "index")
-        engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
-        with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
-            state = {k: arrays[k] for k in arrays.files}
+        try:
+            engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
+            with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
+                state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise CorruptIndexError(f"cannot read the saved classifier state in {snapshot}: {exc}") from None
         if engine.index.n_classes:
             engine.classifier.restore(engine.index, state)
             engine._dirty = False
         return engine
+
+
+def _check_top_k(top_k: Any) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
 
 
 def _storable(x: Any) -> Any:

@@ -1,54 +1,182 @@
-"""Open-set rejection: decide when an input fits no registered class.
+"""Open-set rejection: decide when an input fits none of the registered classes, with no test data.
 
-``MaxScoreRejector`` thresholds the top classifier score. The threshold is chosen on the support set alone:
-each support example is scored leave-one-out against the other examples (its own class's prototype without it),
-and the threshold is the ``keep``-quantile from below of those top scores, so about ``keep`` of in-scope inputs
-are accepted. Classes with a single example or only a description use their prompt-vector score instead.
+Everything is estimated on the support set by leave-one-out (LOO): support examples are split into blocks, each
+block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs.
+From those LOO scores:
+
+* a softmax temperature is fitted by minimising the LOO negative log-likelihood (calibrated probabilities);
+* an out-of-distribution score is computed per input — ``"max-score"`` (top classifier score: for prototypes,
+  the cosine to the nearest prototype), ``"msp"`` (top calibrated probability) or ``"energy"``
+  (T·logsumexp(scores/T)) — higher = more in-scope;
+* a confidence per label, P(the label is right | its score), is fitted by 1-D logistic regression of LOO
+  correctness on the LOO top score (Platt scaling): monotone in the score, so it ranks in-scope above
+  out-of-scope inputs as well as the score itself, and is comparable across inputs;
+* a threshold is chosen so that a fraction ``keep`` of in-scope inputs is accepted (``target="coverage"``), or so
+  that ``keep`` of the correctly classified LOO examples survive (``target="accuracy"``, "keep 95% of in-scope
+  accuracy"). ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one.
+
+An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
+inputs and lets more out-of-scope ones through; thresholds move monotonically with ``keep``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .classifiers.base import ArraySupport, Support
+from .classifiers.base import ArraySupport, Support, softmax
+
+OOD_SCORES = ("max-score", "msp", "energy")
+TARGETS = ("coverage", "accuracy")
 
 
-class MaxScoreRejector:
-    """Accept an input when its top score ≥ threshold (chosen from support, never from test data)."""
+def loo_scores(support: Support, classifier_name: str, classifier_config: dict | None = None,
+               max_examples: int = 2000, n_blocks: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-block-out scores of support examples: ((m, C) scores, (m,) true class indices).
 
-    def __init__(self, keep: float = 0.95, max_loo_examples: int = 2000, seed: int = 0):
+    Only examples whose class keeps another example, or has a prompt vector, are scored (else the class would
+    vanish when they are held out)."""
+    from .classifiers import make_classifier
+
+    vectors, labels = support.examples()
+    class_vectors, mask = support.class_vectors()
+    counts = np.bincount(labels, minlength=support.n_classes)
+    eligible = np.flatnonzero((counts[labels] >= 2) | mask[labels])
+    if len(eligible) == 0:
+        return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    if len(eligible) > max_examples:
+        eligible = rng.choice(eligible, max_examples, replace=False)
+    scores, truth = [], []
+    for block in np.array_split(rng.permutation(eligible), max(1, min(n_blocks, len(eligible)))):
+        rest = np.ones(len(labels), bool)
+        rest[block] = False
+        # a class may lose all its examples in this block while others of it exist: keep one back
+        lost = np.setdiff1d(labels[block], labels[rest])
+        for c in lost:
+            if not mask[c]:
+                first = block[labels[block] == c][0]
+                rest[first] = True
+                block = block[block != first]
+        if not len(block):
+            continue
+        fold = ArraySupport(vectors[rest], labels[rest], support.n_classes, class_vectors, mask)
+        clf = make_classifier(classifier_name, **(classifier_config or {})).fit(fold)
+        scores.append(clf.scores(vectors[block]))
+        truth.append(labels[block])
+    if not scores:
+        return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(scores), np.concatenate(truth)
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.0) -> float:
+    """Logit scale T minimising the NLL of softmax(T·scores) on (m, C) LOO scores; ``default`` if m < 5."""
+    if len(labels) < 5:
+        return float(default)
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t: float) -> float:
+        z = np.exp(log_t) * scores
+        z = z - z.max(1, keepdims=True)
+        return float(-(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(1))).mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(1.0), np.log(200.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+class OpenSetDetector:
+    """Calibrated probabilities and an accept / reject decision, fitted on support data only."""
+
+    def __init__(self, score: str = "max-score", keep: float = 0.95, target: str = "coverage",
+                 per_class: bool = False, shrinkage: float = 10.0, max_loo_examples: int = 2000, seed: int = 0):
+        if score not in OOD_SCORES:
+            raise ValueError(f"score must be one of {OOD_SCORES}, got {score!r}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if not 0.0 < keep <= 1.0:
             raise ValueError(f"keep must be in (0, 1], got {keep}")
-        self.keep, self.max_loo_examples, self.seed = keep, max_loo_examples, seed
+        self.score, self.keep, self.target, self.per_class = score, float(keep), target, bool(per_class)
+        self.shrinkage, self.max_loo_examples, self.seed = float(shrinkage), int(max_loo_examples), int(seed)
+        self.temperature_: float = 20.0
         self.threshold_: float = -np.inf
+        self.class_thresholds_: np.ndarray | None = None
+        self.platt_: tuple[float, float] | None = None     # (slope, intercept) of the confidence map
+        self.support: Support | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"score": self.score, "keep": self.keep, "target": self.target, "per_class": self.per_class,
+                "shrinkage": self.shrinkage, "max_loo_examples": self.max_loo_examples, "seed": self.seed}
 
     def fit(self, support: Support, classifier_name: str = "prototype",
-            classifier_config: dict | None = None) -> "MaxScoreRejector":
-        """Leave-one-out top scores of support examples → threshold. Falls back to no rejection (-inf) when
-        there are too few examples to estimate it."""
-        from .classifiers import make_classifier
-
-        vectors, labels = support.examples()
-        class_vectors, mask = support.class_vectors()
-        counts = np.bincount(labels, minlength=support.n_classes)
-        eligible = np.flatnonzero((counts[labels] >= 2) | mask[labels])
-        if len(eligible) < 5:
-            self.threshold_ = -np.inf
+            classifier_config: dict | None = None, default_temperature: float = 20.0) -> "OpenSetDetector":
+        """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few)."""
+        self.support = support
+        scores, truth = loo_scores(support, classifier_name, classifier_config, self.max_loo_examples,
+                                   seed=self.seed)
+        self.temperature_ = fit_temperature(scores, truth, default_temperature)
+        self.threshold_, self.class_thresholds_, self.platt_ = -np.inf, None, None
+        if len(truth) < 5:
             return self
-        rng = np.random.default_rng(self.seed)
-        if len(eligible) > self.max_loo_examples:
-            eligible = rng.choice(eligible, self.max_loo_examples, replace=False)
-        top = []
-        # leave-one-out in blocks: drop a block of examples, score it against the rest
-        blocks = np.array_split(rng.permutation(eligible), max(1, min(10, len(eligible))))
-        for block in blocks:
-            keep_rows = np.ones(len(labels), bool)
-            keep_rows[block] = False
-            loo = ArraySupport(vectors[keep_rows], labels[keep_rows], support.n_classes, class_vectors, mask)
-            clf = make_classifier(classifier_name, **(classifier_config or {})).fit(loo)
-            top.append(clf.scores(vectors[block]).max(axis=1))
-        self.threshold_ = float(np.quantile(np.concatenate(top), 1.0 - self.keep))
+        ood = self.ood_scores(scores)
+        predicted = scores.argmax(1)
+        self.platt_ = fit_platt(scores.max(1), predicted == truth)
+        pool = ood if self.target == "coverage" else ood[predicted == truth]
+        if len(pool) == 0:
+            return self
+        self.threshold_ = float(np.quantile(pool, 1.0 - self.keep))
+        if self.per_class:
+            chosen = predicted if self.target == "coverage" else predicted[predicted == truth]
+            thresholds = np.full(support.n_classes, self.threshold_)
+            for c in np.unique(chosen):
+                own = pool[chosen == c]
+                local = float(np.quantile(own, 1.0 - self.keep))
+                thresholds[c] = (len(own) * local + self.shrinkage * self.threshold_) / (len(own) + self.shrinkage)
+            self.class_thresholds_ = thresholds
         return self
 
-    def accept(self, scores: np.ndarray, probs: np.ndarray | None = None) -> np.ndarray:
-        """(n, C) scores → (n,) bool accepted."""
-        return scores.max(axis=1) >= self.threshold_
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """(n, C) scores → (n, C) calibrated probabilities."""
+        return softmax(scores * self.temperature_)
+
+    def confidences(self, scores: np.ndarray) -> np.ndarray | None:
+        """(n, C) scores → (n, C) P(label is right | score) by the fitted Platt map; None if not fitted."""
+        if self.platt_ is None:
+            return None
+        slope, intercept = self.platt_
+        return 1.0 / (1.0 + np.exp(-(slope * scores.astype(np.float64) + intercept)))
+
+    def ood_scores(self, scores: np.ndarray) -> np.ndarray:
+        """(n, C) scores → (n,) in-scope-ness (higher = more likely one of the classes)."""
+        if self.score == "max-score":
+            return scores.max(1)
+        if self.score == "msp":
+            return self.probabilities(scores).max(1)
+        z = scores * self.temperature_
+        top = z.max(1)
+        return (top + np.log(np.exp(z - top[:, None]).sum(1))) / self.temperature_
+
+    def accept(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
+        """(n, C) scores (and optionally the (n, d) queries) → (n,) bool: True = in-scope."""
+        ood = self.ood_scores(scores)
+        threshold = self.class_thresholds_[scores.argmax(1)] if self.class_thresholds_ is not None \
+            else self.threshold_
+        accepted = ood >= threshold
+        if queries is not None and self.support is not None and len(queries) and not accepted.all():
+            sims, _ = self.support.search(queries[~accepted], 1)
+            exact = np.zeros(len(queries), bool)
+            exact[~accepted] = sims[:, 0] >= 1.0 - 1e-4   # an input equal to a support example
+            accepted |= exact
+        return accepted
+
+
+def fit_platt(top_scores: np.ndarray, correct: np.ndarray) -> tuple[float, float] | None:
+    """1-D logistic regression correct ~ sigmoid(slope · score + intercept); None when the LOO outcomes are all
+    the same (nothing to fit) or the fitted slope is not positive (the map must increase with the score)."""
+    correct = np.asarray(correct, bool)
+    if len(correct) < 5 or correct.all() or not correct.any():
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=10.0).fit(np.asarray(top_scores, np.float64)[:, None], correct)
+    slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+    return (slope, intercept) if slope > 0 else None

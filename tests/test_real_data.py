@@ -48,6 +48,29 @@ def test_banking77_zero_shot_from_label_names(banking, minilm):
     assert accuracy >= 0.55
 
 
+def test_clinc150_score_ranks_in_scope_above_out_of_scope(shared_data, minilm):
+    """Prediction.score (calibrated on support only) separates CLINC150 in-scope from out-of-scope queries,
+    and reject=True turns most out-of-scope queries away at the support-chosen threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    from fewshot.data import load_clinc150
+
+    path = shared_data / "text" / "clinc150" / "data_full.json"
+    train, test, oos = (load_clinc150(path, s) for s in ("train", "test", "oos_test"))
+    rng = np.random.default_rng(0)
+    engine = FewShotEngine(encoder=minilm)
+    for label in sorted(set(train.labels)):
+        pool = [x for x, y in zip(train.inputs, train.labels) if y == label]
+        engine.add_class(label, examples=[pool[i] for i in rng.choice(len(pool), 10, replace=False)])
+    preds = engine.predict_vectors(minilm.encode_text(test.inputs + oos.inputs, batch_size=128), reject=True)
+    is_in = np.r_[np.ones(len(test.inputs)), np.zeros(len(oos.inputs))]
+    auroc = roc_auc_score(is_in, [p.score for p in preds])
+    oos_rejected = np.mean([p.label is None for p in preds[len(test.inputs):]])
+    accuracy = np.mean([p.top_k[0][0] == y for p, y in zip(preds, test.labels)])
+    print(f"CLINC150 10-shot: accuracy {accuracy:.4f}, AUROC {auroc:.4f}, OOS rejected {oos_rejected:.3f}")
+    assert accuracy >= 0.85 and auroc >= 0.95 and oos_rejected >= 0.7
+
+
 def test_omniglot_five_way_five_shot_effnet(shared_data, effnet):
     """Prototypes on frozen EfficientNet-Lite0 features: 40 evaluation-set classes, 300 episodes."""
     with np.load(shared_data / "images" / "omniglot" / "images_evaluation.npz", allow_pickle=False) as f:

@@ -1,0 +1,95 @@
+"""Open-set benchmark: CLINC150 in-scope test vs its 1,000 out-of-scope test queries, MiniLM, K-shot support.
+
+Thresholds and temperatures come from the support set only (leave-one-out, see fewshot/openset.py); the test split
+is used for measuring, never for choosing. Writes benchmarks/results/openset_clinc.{json,md}.
+
+    python benchmarks/openset_clinc.py [--shots 10] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from fewshot.classifiers import ArraySupport, make_classifier
+from fewshot.data import load_clinc150
+from fewshot.encoders import load_encoder
+from fewshot.encoders.cache import cached_encode
+from fewshot.openset import OpenSetDetector
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "clinc150" / "data_full.json"
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shots", type=int, nargs="+", default=[5, 10])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--classifier", default="prototype")
+    ap.add_argument("--data", default=str(DATA))
+    args = ap.parse_args()
+    enc = load_encoder("minilm")
+    train, test, oos = (load_clinc150(args.data, s) for s in ("train", "test", "oos_test"))
+    x_train, x_test, x_oos = (cached_encode(enc, d.inputs) for d in (train, test, oos))
+    classes = sorted(set(train.labels))
+    col = {c: i for i, c in enumerate(classes)}
+    y_train = np.array([col[y] for y in train.labels])
+    y_test = np.array([col[y] for y in test.labels])
+    queries = np.concatenate([x_test, x_oos])
+    in_scope = np.r_[np.ones(len(x_test)), np.zeros(len(x_oos))]
+    settings = [("max-score", "coverage", False), ("max-score", "coverage", True), ("msp", "coverage", False),
+                ("energy", "coverage", False), ("max-score", "accuracy", False)]
+    rows = []
+    for shots in args.shots:
+        per_setting = {s: [] for s in settings}
+        for seed in range(args.repeats):
+            rng = np.random.default_rng(seed)
+            idx = np.concatenate([rng.choice(np.flatnonzero(y_train == c), shots, replace=False)
+                                  for c in range(len(classes))])
+            support = ArraySupport(x_train[idx], y_train[idx], len(classes))
+            scores = make_classifier(args.classifier).fit(support).scores(queries)
+            correct = scores[:len(x_test)].argmax(1) == y_test
+            for setting in settings:
+                score, target, per_class = setting
+                t0 = time.perf_counter()
+                det = OpenSetDetector(score=score, keep=0.95, target=target, per_class=per_class).fit(
+                    support, args.classifier)
+                fit_s = time.perf_counter() - t0
+                accepted = det.accept(scores)
+                per_setting[setting].append({
+                    "auroc": roc_auc_score(in_scope, det.ood_scores(scores)),
+                    "accuracy": correct.mean(),
+                    "accuracy_with_rejection": (correct & accepted[:len(x_test)]).mean(),
+                    "oos_recall": (~accepted[len(x_test):]).mean(),
+                    "in_scope_rejected": (~accepted[:len(x_test)]).mean(),
+                    "temperature": det.temperature_, "fit_seconds": fit_s})
+        for (score, target, per_class), runs in per_setting.items():
+            agg = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+            agg.update({f"{k}_ci95": float(1.96 * np.std([r[k] for r in runs]) / np.sqrt(len(runs)))
+                        for k in ("auroc", "oos_recall", "accuracy_with_rejection")})
+            rows.append({"shots": shots, "score": score, "target": target, "per_class": per_class, "keep": 0.95,
+                         "repeats": args.repeats, "classifier": args.classifier, **agg,
+                         "accuracy_drop_points": 100 * (agg["accuracy"] - agg["accuracy_with_rejection"])})
+    OUT.mkdir(exist_ok=True)
+    (OUT / "openset_clinc.json").write_text(json.dumps({"encoder": "minilm", "data": "CLINC150 test + oos_test",
+                                                       "results": rows}, indent=1))
+    lines = ["# Open set: CLINC150 in-scope test (4,500) vs out-of-scope test (1,000), MiniLM", "",
+             f"Support: K examples per class from `train`, {args.repeats} seeds; thresholds from support only "
+             "(leave-one-out, keep = 0.95). Command: `python benchmarks/openset_clinc.py`.", "",
+             "| K | score | target | per-class | AUROC | accuracy | accuracy with rejection | drop (pts) | "
+             "OOS rejected | in-scope rejected | T |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['shots']} | {r['score']} | {r['target']} | {r['per_class']} | {r['auroc']:.4f} ± "
+                     f"{r['auroc_ci95']:.4f} | {r['accuracy']:.4f} | {r['accuracy_with_rejection']:.4f} | "
+                     f"{r['accuracy_drop_points']:.2f} | {r['oos_recall']:.3f} | {r['in_scope_rejected']:.3f} | "
+                     f"{r['temperature']:.1f} |")
+    (OUT / "openset_clinc.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
