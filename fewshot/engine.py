@@ -22,7 +22,7 @@ from .classifiers import make_classifier
 from .classifiers.base import Classifier, check_vectors
 from .encoders.base import Encoder, check_input_list
 from .encoders.registry import load_encoder
-from .errors import CorruptIndexError, EmptyClassError, InvalidInputError, NotFittedError
+from .errors import CorruptIndexError, FewShotError, EmptyClassError, InvalidInputError, NotFittedError
 from .index import SupportIndex, as_float_vectors
 from .templates import expand
 
@@ -62,6 +62,8 @@ class FewShotEngine:
         self.calibrate = bool(calibrate)                  # temperature fitted on support (LOO), see openset.py
         self.openset_config: dict = dict(openset or {})   # OpenSetDetector arguments (score, keep, per_class...)
         self.openset: Any = None                          # fitted OpenSetDetector, lazily
+        self.adaptation: Any = None                       # fitted fewshot.adapt.Adaptation, lazily
+        self.adapt_spec: tuple[np.ndarray, str, dict] | None = None   # (unlabeled (u, dim), method, options)
         self._lock = threading.RLock()
         self._dirty = True
 
@@ -143,6 +145,7 @@ class FewShotEngine:
     def _changed(self) -> None:
         self._dirty = True
         self.openset = None
+        self.adaptation = None  # refitted lazily from adapt_spec on the changed support
 
     # ------------------------------------------------------------------ classifier
     def set_classifier(self, classifier: str | Classifier, **config: Any) -> None:
@@ -158,6 +161,53 @@ class FewShotEngine:
                 self._dirty = classifier.support is not self.index
             self.openset = None
 
+    # ------------------------------------------------------------------ adaptation
+    def adapt(self, unlabeled: Sequence[Any] | np.ndarray, method: str = "recenter", **options: Any) -> None:
+        """Adapt to the target distribution from unlabeled inputs (texts / images, or (u, dim) vectors).
+        Methods and trade-offs: ``fewshot.adapt``. The index is untouched; ``undo_adapt()`` restores the
+        predictions exactly. Adding or removing classes afterwards keeps the adaptation (refitted lazily)."""
+        from .adapt import Adaptation
+
+        from .index import as_float_vectors
+
+        Adaptation(method, **options)  # check the arguments before any work
+        vectors = check_vectors(as_float_vectors(unlabeled, "unlabeled"), self.encoder.dim, "unlabeled vectors") \
+            if isinstance(unlabeled, np.ndarray) else self.embed(unlabeled)
+        with self._lock:
+            if self.index.n_classes == 0:
+                raise NotFittedError("add classes before adapting")
+            self.undo_adapt()
+            if "temperature" not in options and self._uses_calibration():
+                options["temperature"] = self._openset().temperature_
+            Adaptation(method, **options).fit(self.index, vectors)  # fails here, before the engine changes
+            self.adapt_spec = (vectors, method, dict(options))
+            self._changed()
+
+    def undo_adapt(self) -> None:
+        """Drop the adaptation: predictions return exactly to the unadapted ones."""
+        with self._lock:
+            if self.adapt_spec is not None:
+                self.adapt_spec = None
+                self._changed()
+
+    def _support_view(self):
+        """What the classifier sees: the index, or its adapted view. Call with the lock held."""
+        if self.adapt_spec is None:
+            return self.index
+        if self.adaptation is None:
+            from .adapt import Adaptation
+            vectors, method, options = self.adapt_spec
+            self.adaptation = Adaptation(method, **options).fit(self.index, vectors)
+        return self.adaptation.wrap(self.index)
+
+    def _adapt_queries(self, queries: np.ndarray) -> np.ndarray:
+        if self.adapt_spec is None:
+            return queries
+        self._support_view()
+        from .index import as_float_vectors
+        return self.adaptation.transform_queries(check_vectors(as_float_vectors(queries, "queries"),
+                                                               self.encoder.dim, "queries"))
+
     def configure_openset(self, **config: Any) -> None:
         """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
         keep, target, per_class, shrinkage). Checked at once; fitted lazily on the support set."""
@@ -172,7 +222,7 @@ class FewShotEngine:
         if self.index.n_classes == 0:
             raise NotFittedError("the engine has no classes yet; call add_class first")
         if self._dirty:
-            self.classifier.fit(self.index)
+            self.classifier.fit(self._support_view())
             self._dirty = False
         return self.classifier
 
@@ -181,13 +231,13 @@ class FewShotEngine:
         """(n, dim) embedded queries → (n, C) classifier scores."""
         vectors = as_float_vectors(vectors, "vectors")
         with self._lock:
-            return self._fitted().scores(vectors)
+            return self._fitted().scores(self._adapt_queries(vectors))
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         """(n, C) probabilities; columns follow ``self.classes``."""
         queries = self.embed(inputs)
         with self._lock:
-            return self._probabilities(self._fitted().scores(queries))
+            return self._probabilities(self._fitted().scores(self._adapt_queries(queries)))
 
     def _uses_calibration(self) -> bool:
         """Calibrate on support for training-free methods on support sets small enough to re-score cheaply."""
@@ -205,6 +255,7 @@ class FewShotEngine:
         with self._lock:
             classifier = self._fitted()
             classes = self.index.classes
+            queries = self._adapt_queries(queries)
             scores = classifier.scores(queries)
             probs = self._probabilities(scores)
             confidence = self._openset().confidences(scores) if self._uses_calibration() else None
@@ -230,7 +281,7 @@ class FewShotEngine:
         from .openset import OpenSetDetector
         if self.openset is None:
             self.openset = OpenSetDetector(**self.openset_config).fit(
-                self.index, self.classifier_name, self.classifier_config,
+                self._support_view(), self.classifier_name, self.classifier_config,
                 default_temperature=self.classifier.logit_scale)
         return self.openset
 
@@ -252,11 +303,18 @@ class FewShotEngine:
                 state = self._fitted().state() if self.index.n_classes else {}
                 with open(snapshot / "classifier.npz", "wb") as f:
                     np.savez(f, **state)
+                adaptation = None
+                if self.adapt_spec is not None:
+                    vectors, method, options = self.adapt_spec
+                    with open(snapshot / "adaptation.npz", "wb") as f:
+                        np.savez(f, unlabeled=vectors)
+                    adaptation = {"method": method, "options": options}
                 meta = {"format_version": ENGINE_FORMAT_VERSION, "encoder": encoder_name,
                         "encoder_dim": self.encoder.dim, "classifier": self.classifier_name,
                         "classifier_config": self.classifier_config, "templates": self.templates,
                         "keep_examples": self.keep_examples, "raw_examples": self.raw_examples,
-                        "calibrate": self.calibrate, "openset": self.openset_config}
+                        "calibrate": self.calibrate, "openset": self.openset_config,
+                        "adaptation": adaptation}
                 (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
             return storage.atomic_save(directory, "fewshot-engine", write)
@@ -286,9 +344,15 @@ class FewShotEngine:
                     (snapshot / name[len(prefix):]).exists():
                 name = prefix + str(snapshot / name[len(prefix):])
         enc = encoder if encoder is not None else name
-        engine = cls(enc, classifier=meta["classifier"], classifier_config=meta["classifier_config"],
-                     device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True),
-                     calibrate=meta.get("calibrate", True), openset=meta.get("openset") or {})
+        try:
+            engine = cls(enc, classifier=meta["classifier"], classifier_config=meta["classifier_config"],
+                         device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True),
+                         calibrate=meta.get("calibrate", True), openset=meta.get("openset") or {})
+        except FewShotError:
+            raise
+        except (TypeError, ValueError) as exc:  # e.g. an unknown classifier or bad config in engine.json
+            raise CorruptIndexError(f"{snapshot / 'engine.json'} describes an engine this fewshot cannot "
+                                    f"build: {exc}") from None
         if engine.encoder.dim != meta["encoder_dim"]:
             raise CorruptIndexError(f"encoder {engine.encoder.name!r} has dimension {engine.encoder.dim}, the "
                                     f"saved engine expects {meta['encoder_dim']}")
@@ -297,10 +361,14 @@ class FewShotEngine:
             engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
             with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
                 state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
+            if meta.get("adaptation"):
+                with np.load(snapshot / "adaptation.npz", allow_pickle=False) as arrays:
+                    engine.adapt_spec = (check_vectors(arrays["unlabeled"], engine.encoder.dim, "unlabeled"),
+                                         str(meta["adaptation"]["method"]), dict(meta["adaptation"]["options"]))
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise CorruptIndexError(f"cannot read the saved classifier state in {snapshot}: {exc}") from None
         if engine.index.n_classes:
-            engine.classifier.restore(engine.index, state)
+            engine.classifier.restore(engine._support_view(), state)
             engine._dirty = False
         return engine
 

@@ -1,0 +1,146 @@
+"""Adaptation to a target distribution from unlabeled target inputs (transductive / unsupervised).
+
+Each method is fitted on the support view plus an unlabeled pool U (u, d) of target embeddings and then acts as
+a *view*: ``wrap(support)`` gives the classifier an adapted ``Support``, ``transform_queries`` maps queries the
+same way. The index itself is never modified, so undoing an adaptation restores predictions exactly.
+
+Methods and trade-offs:
+
+``"recenter"``  subtract the target mean, re-normalise (SimpleShot-style centring on the *target* mean). Cheap and
+                safe; removes the shared component that makes all sentences look alike. Needs a few dozen inputs.
+``"coral"``     CORAL: re-colour support-side vectors (examples and prompt vectors) with the target covariance after
+                whitening with their own; queries are only centred. Helps when support and target come from
+                different sources (e.g. descriptions vs user queries); needs more unlabeled data than dimensions
+                to be stable (shrinkage is applied).
+``"soft-kmeans"`` transductive prototype refinement: starting from the prototypes (or prompt vectors at 0 shots),
+                a few soft k-means steps over U pull each prototype toward the target inputs it explains.
+                Largest gains at 0-1 shots when classes are balanced-ish in U; can drift when U holds many
+                inputs of no class (use with open-set rejection off or a clean pool).
+``"recenter+soft-kmeans"`` both, in that order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .classifiers.base import ArraySupport, Support, check_vectors, softmax
+from .errors import InvalidInputError
+
+ADAPT_METHODS = ("recenter", "coral", "soft-kmeans", "recenter+soft-kmeans")
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class Adaptation:
+    """A fitted map of support data and queries into the adapted space."""
+
+    method: str
+
+    def __init__(self, method: str = "recenter", steps: int = 5, temperature: float | None = None,
+                 shrinkage: float = 0.1):
+        if method not in ADAPT_METHODS:
+            raise InvalidInputError(f"unknown adaptation method {method!r}; choose one of {ADAPT_METHODS}")
+        if steps < 1:
+            raise InvalidInputError(f"steps must be >= 1, got {steps}")
+        self.method, self.steps, self.temperature, self.shrinkage = method, int(steps), temperature, float(shrinkage)
+        self.mean_: np.ndarray | None = None
+        self.coral_: np.ndarray | None = None
+        self.source_mean_: np.ndarray | None = None
+        self.prototypes_: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, support: Support, unlabeled: np.ndarray) -> "Adaptation":
+        """Fit on the support view and (u, d) unlabeled target embeddings (u ≥ 2)."""
+        unlabeled = check_vectors(unlabeled, support.dim, "unlabeled vectors")
+        if len(unlabeled) < 2:
+            raise InvalidInputError("adaptation needs at least 2 unlabeled inputs")
+        if self.method in ("recenter", "recenter+soft-kmeans"):
+            self.mean_ = unlabeled.mean(0)
+        if self.method == "coral":
+            self._fit_coral(support, unlabeled)
+        if self.method.endswith("soft-kmeans"):
+            self._fit_soft_kmeans(support, unlabeled)
+        return self
+
+    def _fit_coral(self, support: Support, unlabeled: np.ndarray) -> None:
+        vectors, _ = support.examples()
+        class_vectors, mask = support.class_vectors()
+        source = np.concatenate([vectors, class_vectors[mask]])
+        if len(source) < 2:
+            raise InvalidInputError("CORAL needs at least 2 support vectors (examples or prompt vectors)")
+        d = support.dim
+
+        def shrunk_cov(x: np.ndarray) -> np.ndarray:
+            cov = np.cov(x, rowvar=False) if len(x) > 1 else np.zeros((d, d))
+            return (1 - self.shrinkage) * cov + self.shrinkage * (np.trace(cov) / d + 1e-6) * np.eye(d)
+
+        def matrix_power(m: np.ndarray, p: float) -> np.ndarray:
+            w, v = np.linalg.eigh(m)
+            return (v * np.maximum(w, 1e-9) ** p) @ v.T
+
+        self.source_mean_ = source.mean(0)
+        self.mean_ = unlabeled.mean(0)
+        self.coral_ = (matrix_power(shrunk_cov(source), -0.5) @ matrix_power(shrunk_cov(unlabeled), 0.5)
+                       ).astype(np.float32)
+
+    def _fit_soft_kmeans(self, support: Support, unlabeled: np.ndarray) -> None:
+        view = self._map_view(support)
+        queries = self.transform_queries(unlabeled)
+        counts = view.example_counts().astype(np.float64)
+        class_vectors, mask = view.class_vectors()
+        sums = view.prototypes().astype(np.float64) * counts[:, None] + class_vectors * mask[:, None]
+        weights = counts + mask
+        if (weights == 0).any():
+            raise InvalidInputError("every class needs an example or a prompt vector for soft k-means")
+        temperature = self.temperature or 20.0
+        prototypes = _normalise(sums / weights[:, None])
+        for _ in range(self.steps):
+            resp = softmax(temperature * queries @ prototypes.T)            # (u, C)
+            prototypes = _normalise((sums + resp.T @ queries) / (weights + resp.sum(0))[:, None])
+        self.prototypes_ = prototypes
+
+    # ------------------------------------------------------------------ applying
+    def transform_queries(self, queries: np.ndarray) -> np.ndarray:
+        """(n, d) → (n, d) queries in the adapted space."""
+        if self.mean_ is not None:
+            return _normalise(queries - self.mean_)
+        return queries
+
+    def _transform_support_vectors(self, x: np.ndarray) -> np.ndarray:
+        if self.coral_ is not None:
+            return _normalise((x - self.source_mean_) @ self.coral_)
+        return self.transform_queries(x) if len(x) else x
+
+    def _map_view(self, support: Support) -> ArraySupport:
+        vectors, labels = support.examples()
+        class_vectors, mask = support.class_vectors()
+        mapped_cv = class_vectors.copy()
+        if mask.any():
+            mapped_cv[mask] = self._transform_support_vectors(class_vectors[mask])
+        return ArraySupport(self._transform_support_vectors(vectors), labels, support.n_classes, mapped_cv, mask)
+
+    def wrap(self, support: Support) -> Support:
+        """The adapted view a classifier is fitted on."""
+        view = self._map_view(support)
+        if self.prototypes_ is not None:
+            return RefinedPrototypeSupport(view, self.prototypes_)
+        return view
+
+
+class RefinedPrototypeSupport(ArraySupport):
+    """An ``ArraySupport`` whose prototypes come from soft k-means: every class behaves as one example at its
+    refined prototype (prompt vectors are folded in already)."""
+
+    def __init__(self, base: ArraySupport, prototypes: np.ndarray):
+        super().__init__(base.vectors, base.labels, base.n_classes, prototypes)
+        self._refined = prototypes
+
+    def prototypes(self) -> np.ndarray:
+        return self._refined
+
+    def example_counts(self) -> np.ndarray:
+        return np.ones(self.n_classes, np.int64)
+
+    def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._refined, np.ones(self.n_classes, bool)
