@@ -339,7 +339,7 @@ class FewShotEngine:
                 or not isinstance(meta.get("templates"), list) or not isinstance(meta.get("encoder_dim"), int):
             raise CorruptIndexError(f"{snapshot / 'engine.json'} lacks required fields or has wrong types")
         name = meta["encoder"]
-        for prefix in ("onnx:", "st:"):
+        for prefix in ("onnx:", "st:", "timm-dir:"):
             if name.startswith(prefix) and not os.path.isabs(name[len(prefix):]) and \
                     (snapshot / name[len(prefix):]).exists():
                 name = prefix + str(snapshot / name[len(prefix):])

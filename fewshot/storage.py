@@ -66,7 +66,8 @@ def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise InvalidInputError(f"cannot save to {root}: it is a file")
-    if root.is_dir() and any(root.iterdir()) and not (root / POINTER).is_file():
+    if root.is_dir() and not (root / POINTER).is_file() and \
+            any(not _is_leftover(p.name) for p in root.iterdir()):  # leftovers: a first save that crashed
         raise InvalidInputError(f"cannot save to {root}: the directory is not empty and holds no fewshot save")
     root.mkdir(parents=True, exist_ok=True)
     number = max([n for n, _ in _snapshots(root)] + [0]) + 1
@@ -105,7 +106,14 @@ def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None
             shutil.rmtree(old, ignore_errors=True)
     for leftover in root.glob(".staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(f".{POINTER}.tmp-*"):
+        leftover.unlink(missing_ok=True)
     return snapshot
+
+
+def _is_leftover(name: str) -> bool:
+    """Names a killed save can leave behind (before its first CURRENT exists)."""
+    return bool(_SNAPSHOT.match(name)) or name.startswith((".staging-", f".{POINTER}.tmp-"))
 
 
 def open_snapshot(root: str | os.PathLike, kind: str) -> Path:
@@ -124,6 +132,8 @@ def open_snapshot(root: str | os.PathLike, kind: str) -> Path:
         manifest = json.loads((snapshot / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CorruptIndexError(f"cannot read {snapshot / MANIFEST}: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise CorruptIndexError(f"{snapshot / MANIFEST} is not a fewshot manifest")
     if manifest.get("format_version") != STORAGE_FORMAT_VERSION:
         raise VersionMismatchError(f"{root} was saved in storage format {manifest.get('format_version')!r}; "
                                    f"this fewshot reads format {STORAGE_FORMAT_VERSION}")
@@ -133,6 +143,7 @@ def open_snapshot(root: str | os.PathLike, kind: str) -> Path:
         path = snapshot / rel
         if ".." in Path(rel).parts or not path.is_file():
             raise CorruptIndexError(f"saved file {rel} is missing from {snapshot}")
-        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+        if not isinstance(meta, dict) or path.stat().st_size != meta.get("bytes") or \
+                sha256_file(path) != meta.get("sha256"):
             raise CorruptIndexError(f"saved file {path} fails its checksum: the save is corrupt")
     return snapshot

@@ -4,7 +4,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .base import ArraySupport, Classifier, Support
+from .finetune import TipAdapterFClassifier
+from .fusion import FusionClassifier
 from .knn import KNNClassifier
+from .linear import LinearProbeClassifier
 from .prototype import PrototypeClassifier, SimpleShotClassifier
 from .zeroshot import ZeroShotClassifier
 
@@ -14,6 +17,9 @@ CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
     "simpleshot": SimpleShotClassifier,
     "knn": KNNClassifier,
     "zero-shot": ZeroShotClassifier,
+    "fusion": FusionClassifier,
+    "linear": LinearProbeClassifier,
+    "finetune": TipAdapterFClassifier,
 }
 
 
@@ -25,4 +31,5 @@ def make_classifier(name: str, **config: Any) -> Classifier:
 
 
 __all__ = ["ArraySupport", "Classifier", "Support", "CLASSIFIERS", "make_classifier", "PrototypeClassifier",
-           "SimpleShotClassifier", "KNNClassifier", "ZeroShotClassifier"]
+           "SimpleShotClassifier", "KNNClassifier", "ZeroShotClassifier",
+           "FusionClassifier", "LinearProbeClassifier", "TipAdapterFClassifier"]

@@ -1,7 +1,8 @@
 """Resolve encoder names to backends: a prefix table, not an if-chain.
 
 Names: 'minilm' (default text), 'effnet-lite0' (default image), 'st:<name|path>', 'clip:<arch>/<pretrained>',
-'clip:hf-hub:<org>/<repo>', 'timm:<name>[@<checkpoint>]', 'onnx:<dir>'.
+'clip:hf-hub:<org>/<repo>', 'timm:<name>[@<checkpoint>]', 'timm-dir:<dir>' (a saved, e.g. source-adapted, timm
+encoder with its preprocessing), 'onnx:<dir>'.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ PREFIXED_ENCODERS: dict[str, tuple[str, str]] = {
     "clip": ("fewshot.encoders.clip", "load_clip"),
     "timm": ("fewshot.encoders.timm_image", "load_timm"),
     "onnx": ("fewshot.encoders.onnx", "load_onnx"),
+    "timm-dir": ("fewshot.encoders.timm_image", "load_timm_dir"),
 }
 
 DEFAULT_TEXT_ENCODER = "minilm"
