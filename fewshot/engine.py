@@ -261,7 +261,7 @@ class FewShotEngine:
             confidence = self._openset().confidences(scores) if self._uses_calibration() else None
             accepted = self._openset().accept(scores, queries) if reject else np.ones(len(probs), bool)
         k = min(int(top_k), len(classes))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        order = _top_k_columns(scores, k)
         values = confidence if confidence is not None else probs
         out = []
         for row, ok in zip(range(len(probs)), accepted):
@@ -371,6 +371,16 @@ class FewShotEngine:
             engine.classifier.restore(engine._support_view(), state)
             engine._dirty = False
         return engine
+
+
+def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """(n, C) → (n, k) column indices of the k best scores, best first (ties: lower column first). A partial
+    sort: a full argsort of (256, 10,000) scores cost ~4 ms per query, over the 1 ms target at 10k classes."""
+    if k >= scores.shape[1] or scores.shape[1] <= 64:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    cols = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+    best = np.argsort(-np.take_along_axis(scores, cols, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cols, best, axis=1)
 
 
 def _check_top_k(top_k: Any) -> None:

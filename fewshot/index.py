@@ -394,6 +394,8 @@ class SupportIndex:
             table = json.loads((directory / "classes.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CorruptIndexError(f"cannot read {directory / 'classes.json'}: {exc}") from None
+        if not isinstance(table, dict):
+            raise CorruptIndexError(f"{directory / 'classes.json'} is not a JSON object")
         if table.get("format_version") != INDEX_FORMAT_VERSION:
             raise VersionMismatchError(f"index format version {table.get('format_version')!r} in {directory}; "
                                        f"this fewshot reads version {INDEX_FORMAT_VERSION}")

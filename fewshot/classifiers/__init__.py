@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..errors import InvalidInputError
 from .base import ArraySupport, Classifier, Support
 from .finetune import TipAdapterFClassifier
 from .fusion import FusionClassifier
@@ -26,7 +27,7 @@ CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
 def make_classifier(name: str, **config: Any) -> Classifier:
     """Build the classifier registered as ``name``."""
     if name not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}")
+        raise InvalidInputError(f"unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}")
     return CLASSIFIERS[name](**config)
 
 

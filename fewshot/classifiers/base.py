@@ -63,8 +63,11 @@ class ArraySupport:
         return self._n
 
     def prototypes(self) -> np.ndarray:
-        sums = np.zeros((self._n, self.dim), np.float64)
-        np.add.at(sums, self.labels, self.vectors)
+        from scipy.sparse import csr_matrix
+
+        membership = csr_matrix((np.ones(len(self.labels)), (self.labels, np.arange(len(self.labels)))),
+                                shape=(self._n, len(self.labels)))           # (C, m) one-hot
+        sums = np.asarray(membership @ self.vectors.astype(np.float64))
         counts = self.example_counts()
         return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 

@@ -5,6 +5,7 @@ An encoder is frozen: it maps texts and/or images to float32, L2-normalised vect
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, Sequence, Union
 
@@ -81,6 +82,11 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InvalidInputError(f"texts[{i}] is a {type(t).__name__}, expected str")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"texts[{i}] is not valid Unicode text ({exc.reason} at position "
+                                    f"{exc.start}); lone surrogates cannot be tokenised") from None
     return texts
 
 
@@ -90,17 +96,23 @@ def load_image_rgb(image: ImageInput):
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     if isinstance(image, Image.Image):
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise ImageReadError(f"image of {image.width}x{image.height} pixels is larger than the "
+                                 f"{MAX_IMAGE_PIXELS:,}-pixel limit")
         return image.convert("RGB")
     if not isinstance(image, (str, os.PathLike)):
         raise ImageReadError(f"an image input must be a path or a PIL.Image, got {type(image).__name__}")
     path = os.fspath(image)
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            # Pillow only raises above 2x MAX_IMAGE_PIXELS and merely warns in between: refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
     except FileNotFoundError:
         raise ImageReadError(f"image file not found: {path}") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(f"image {path} is too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"cannot read {path} as an image: {exc}") from None

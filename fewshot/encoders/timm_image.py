@@ -151,3 +151,149 @@ def load_timm(spec: str, device: str | None = None) -> TimmImageEncoder:
                   ("bicubic", "bilinear") else "bicubic",
                   "crop_pct": float(cfg.get("crop_pct", 0.875))}
     return TimmImageEncoder(model, f"timm:{spec}", preprocess, device=device)
+
+
+# ------------------------------------------------------------------------------ adapted (saved) timm encoders
+#: ``encoder.json`` format tag and version of a saved timm encoder directory (``timm-dir:<dir>``).
+TIMM_DIR_FORMAT = "fewshot-timm-encoder"
+TIMM_DIR_VERSION = 1
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 (hex) over a model's state dict (names, shapes, bytes): the identity of its weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _as_pil(image: Any):
+    """A path, PIL image or uint8 array (H, W) / (H, W, 3) → RGB PIL image."""
+    if isinstance(image, np.ndarray):
+        from PIL import Image
+
+        from ..errors import ImageReadError
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)) or image.size == 0:
+            raise ImageReadError(f"an image array must be (H, W) or (H, W, 3), got shape {image.shape}")
+        arr = image
+        if arr.dtype == bool:
+            arr = np.where(arr, np.uint8(255), np.uint8(0))
+        elif arr.dtype != np.uint8:
+            if not np.all(np.isfinite(arr)):
+                raise ImageReadError("an image array holds NaN or inf values")
+            arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        return Image.fromarray(np.ascontiguousarray(arr)).convert("RGB")
+    return load_image_rgb(image)
+
+
+class AdaptedTimmEncoder(TimmImageEncoder):
+    """A timm encoder whose weights were changed (e.g. by ``fewshot.transfer.adapt_encoder``), so it is saved
+    with the engine as a ``timm-dir:`` directory (``encoder.json`` + ``model.safetensors``, no pickle).
+
+    Besides paths and PIL images it embeds uint8 image arrays ((H, W) grey or (H, W, 3) RGB; bool → 0/255).
+
+    Attributes:
+        arch: the timm architecture name (``timm.create_model(arch, num_classes=0)`` rebuilds the network).
+        info: JSON-able provenance (base encoder, source data, training settings, wall time, ...).
+    """
+
+    def __init__(self, model: Any, arch: str, preprocess: dict, device: str | None = None,
+                 info: dict | None = None, name: str | None = None):
+        self.arch = str(arch)
+        self.info = dict(info or {})
+        super().__init__(model, name or "adapted", preprocess, device=device)
+        if name is None:  # unique per weights: embedding caches key on the name
+            self.name = f"adapted:{self.info.get('base_encoder', arch)}@{weights_digest(self.model)[:12]}"
+
+    def encode_images(self, images: Sequence[Any], batch_size: int = 32,
+                      show_progress_bar: bool | None = None) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        images = check_input_list(images)
+        if show_progress_bar is None:
+            show_progress_bar = progress_default(len(images), 256)
+        self.model.eval()
+        out = []
+        for start in tqdm(range(0, len(images), batch_size), desc=f"encoding images ({self.name})",
+                          disable=not show_progress_bar):
+            batch = torch.stack([self.transform(_as_pil(im)) for im in images[start:start + batch_size]])
+            with torch.inference_mode():
+                out.append(self.model(batch.to(self.device)).float().cpu().numpy())
+        return l2_normalise(np.concatenate(out))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "arch": self.arch, "info": self.info}
+
+    def save_to(self, directory: str | os.PathLike) -> str:
+        """Write ``directory/encoder.json`` + ``directory/model.safetensors`` and return the registry name
+        ``"timm-dir:<directory's name>"`` (relative to its parent, as FewShotEngine.save records it)."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+        meta = {"format": TIMM_DIR_FORMAT, "version": TIMM_DIR_VERSION, "arch": self.arch,
+                "preprocess": {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in self.preprocess_config.items()},
+                "dim": int(self.dim), "name": self.name, "info": self.info}
+        (directory / "encoder.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        return f"timm-dir:{directory.name}"
+
+
+def load_timm_dir(directory: str | os.PathLike, device: str | None = None) -> AdaptedTimmEncoder:
+    """Load a directory written by ``AdaptedTimmEncoder.save_to`` (``timm-dir:<dir>`` in the registry):
+    ``encoder.json`` (arch, preprocess, dim, provenance) and ``model.safetensors`` (no pickle)."""
+    import json
+
+    import timm
+
+    directory = os.fspath(directory)
+    meta_path = os.path.join(directory, "encoder.json")
+    weights = os.path.join(directory, "model.safetensors")
+    if not os.path.isdir(directory):
+        raise EncoderUnavailableError(f"timm-dir:{directory}: no such directory; pass a folder written by "
+                                      "`fewshot adapt --out DIR` or AdaptedTimmEncoder.save_to")
+    for path in (meta_path, weights):
+        if not os.path.isfile(path):
+            raise EncoderUnavailableError(f"timm-dir:{directory} lacks {os.path.basename(path)}; save the "
+                                          "encoder again (fewshot adapt --out DIR)")
+    try:
+        meta = json.loads(open(meta_path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise EncoderUnavailableError(f"cannot read {meta_path}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != TIMM_DIR_FORMAT or \
+            not isinstance(meta.get("arch"), str) or not isinstance(meta.get("preprocess"), dict):
+        raise EncoderUnavailableError(f"{meta_path} is not a fewshot timm encoder description "
+                                      f"(format {TIMM_DIR_FORMAT!r} with arch and preprocess)")
+    if meta.get("version") != TIMM_DIR_VERSION:
+        raise EncoderUnavailableError(f"{meta_path} has version {meta.get('version')!r}; this fewshot reads "
+                                      f"{TIMM_DIR_VERSION}")
+    if meta["arch"] not in timm.list_models():
+        raise EncoderUnavailableError(f"{meta_path} names an unknown timm architecture {meta['arch']!r}")
+    preprocess = dict(meta["preprocess"])
+    for key in ("mean", "std"):
+        preprocess[key] = tuple(float(v) for v in preprocess[key])
+    model = timm.create_model(meta["arch"], pretrained=False, num_classes=0)
+    state = load_state_dict_safely(weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise EncoderUnavailableError(f"{weights} does not fit timm model {meta['arch']}: {exc}") from None
+    enc = AdaptedTimmEncoder(model, meta["arch"], preprocess, device=device, info=meta.get("info") or {},
+                             name=f"timm-dir:{os.path.abspath(directory)}")
+    if isinstance(meta.get("dim"), int) and meta["dim"] != enc.dim:
+        raise EncoderUnavailableError(f"{meta_path} says dim {meta['dim']}, the model gives {enc.dim}")
+    enc.source = os.path.abspath(directory)
+    return enc

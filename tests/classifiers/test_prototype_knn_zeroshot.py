@@ -4,7 +4,7 @@ import pytest
 
 from fewshot.classifiers import ArraySupport, KNNClassifier, PrototypeClassifier, SimpleShotClassifier, \
     ZeroShotClassifier, make_classifier
-from fewshot.errors import DimensionMismatchError, NotFittedError
+from fewshot.errors import DimensionMismatchError, InvalidInputError, NotFittedError
 from fewshot.index import SupportIndex
 from tests.conftest import unit_rows
 
@@ -88,5 +88,5 @@ def test_errors(support):
     clf.fit(ArraySupport(vectors, labels, 5))
     with pytest.raises(DimensionMismatchError):
         clf.scores(np.ones((2, 5)))
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInputError):
         make_classifier("nope")
