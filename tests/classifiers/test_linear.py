@@ -1,0 +1,64 @@
+"""Linear probe on frozen embeddings: prior initialisation, cross-validated strength, persistence."""
+import numpy as np
+import pytest
+
+from fewshot.classifiers import ArraySupport, LinearProbeClassifier, PrototypeClassifier, make_classifier
+from fewshot.classifiers.linear import stratified_folds
+from tests.classifiers.test_fusion import clustered
+
+
+def test_shapes_and_cv(rng):
+    v, y, t, q, qy = clustered(rng)
+    clf = make_classifier("linear").fit(ArraySupport(v, y, 6, t))
+    assert isinstance(clf, LinearProbeClassifier)
+    s = clf.scores(q)
+    assert s.shape == (len(q), 6) and s.dtype == np.float32
+    assert clf.lam_ in clf.lambdas and set(clf.cv_accuracy_) == set(clf.lambdas)
+    np.testing.assert_allclose(clf.predict_proba(q).sum(1), 1, atol=1e-5)
+    assert np.mean(np.argmax(s, 1) == qy) >= 0.8
+
+
+def test_strong_regularisation_is_the_prior(rng):
+    v, y, t, q, _ = clustered(rng)
+    sup = ArraySupport(v, y, 6, t)
+    lin = LinearProbeClassifier(lam=1e6).fit(sup)
+    proto = PrototypeClassifier(prior_weight=1.0).fit(sup)
+    np.testing.assert_array_equal(np.argmax(lin.scores(q), 1), np.argmax(proto.scores(q), 1))
+
+
+def test_learns_beyond_prototypes(rng):
+    """Classes separated along one direction, with a large shared nuisance offset: LR finds the direction."""
+    d = 8
+    y = np.repeat(np.arange(2), 20)
+    x = rng.normal(size=(40, d)) * np.array([0.05] + [1.0] * (d - 1))
+    x[:, 0] += np.where(y == 0, -0.1, 0.1)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    lin = LinearProbeClassifier(lam=1e-3, text_examples=False).fit(ArraySupport(x, y, 2))
+    assert np.mean(np.argmax(lin.scores(x), 1) == y) == 1.0
+
+
+def test_deterministic_and_restore(rng):
+    v, y, t, q, _ = clustered(rng)
+    sup = ArraySupport(v, y, 6, t)
+    a, b = LinearProbeClassifier(seed=3).fit(sup), LinearProbeClassifier(seed=3).fit(sup)
+    np.testing.assert_array_equal(a.scores(q), b.scores(q))
+    r = LinearProbeClassifier(**a.config()).restore(sup, a.state())
+    np.testing.assert_array_equal(r.scores(q), a.scores(q))
+    with pytest.raises(ValueError, match="classes"):
+        LinearProbeClassifier().restore(ArraySupport(v[:10], y[:10] % 2, 2), a.state())
+
+
+def test_zero_shots_uses_text(rng):
+    _, _, t, q, _ = clustered(rng)
+    sup = ArraySupport(np.zeros((0, 16)), np.zeros(0, np.int64), 6, t)
+    clf = LinearProbeClassifier().fit(sup)
+    assert clf.scores(q).shape == (len(q), 6)
+    np.testing.assert_array_equal(np.argmax(clf.scores(t), 1), np.arange(6))
+
+
+def test_stratified_folds_balanced():
+    y = np.repeat(np.arange(3), 7)
+    f = stratified_folds(y, 3, seed=0)
+    for c in range(3):
+        counts = np.bincount(f[y == c], minlength=3)
+        assert counts.max() - counts.min() <= 1
