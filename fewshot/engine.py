@@ -161,6 +161,71 @@ class FewShotEngine:
                 self._dirty = classifier.support is not self.index
             self.openset = None
 
+    # ------------------------------------------------------------------ refinement
+    def refine(self, method: str = "auto", **options: Any) -> str:
+        """Refine as labels arrive; returns the method used.
+
+        ``"auto"`` picks by the median number of examples per class (``fewshot.refine.choose_method``): none →
+        zero-shot, fewer than 2 → fusion, fewer than 4 → linear probe, more → fine-tune the text encoder itself.
+        ``"fusion"``, ``"linear"``, ``"finetune"`` (cache keys, Tip-Adapter-F) or any registered classifier name
+        switches the classifier (learned ones train on the support set now, hyperparameters chosen by
+        cross-validation on it). ``"encoder"`` fine-tunes a sentence-transformers encoder on the kept raw
+        examples (``options`` go to ``fewshot.refine.finetune_encoder``), re-embeds every example and
+        description with it, and uses a linear probe on top; the tuned encoder is saved with the engine."""
+        from .classifiers import CLASSIFIERS
+        from .refine import choose_method
+
+        with self._lock:
+            if self.index.n_classes == 0:
+                raise NotFittedError("add classes before refining")
+            chosen = choose_method(self.index.example_counts()) if method == "auto" else method
+            if chosen != "encoder" and chosen not in CLASSIFIERS:
+                raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', 'encoder' or one "
+                                        f"of {sorted(CLASSIFIERS)}")
+            if chosen == "encoder":
+                self._refine_encoder(**options)
+                chosen_classifier = "linear"
+            else:
+                chosen_classifier = chosen
+            self.set_classifier(chosen_classifier, **(options if chosen != "encoder" else {}))
+            self._fitted()
+            return chosen
+
+    def _refine_encoder(self, **options: Any) -> None:
+        """Fine-tune the text encoder on the raw examples, then rebuild the index in the new space."""
+        from .refine import finetune_encoder
+
+        classes = self.index.classes
+        texts, labels = [], []
+        for c, name in enumerate(classes):
+            for x in self.raw_examples.get(name, []):
+                if isinstance(x, str):
+                    texts.append(x)
+                    labels.append(c)
+        counts = self.index.example_counts()
+        if len(texts) < counts.sum():
+            raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
+                                    f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
+                                    "images were added)")
+        result = finetune_encoder(texts, labels, class_names=classes, base=self.encoder, **options)
+        encoder = result.encoder
+        encoder.bundle_with_engine = True
+        index = SupportIndex(encoder.dim, index_type=self.index.index_type)
+        vectors = encoder.encode_text(texts)
+        labels_arr = np.asarray(labels)
+        for c, name in enumerate(classes):
+            entry = self.index.entry(name)
+            prompt = None
+            if entry.description is not None:
+                prompt = encoder.encode_text(expand(self.templates, entry.description)).mean(0)
+                prompt = prompt / max(float(np.linalg.norm(prompt)), 1e-12)
+            index.add_class(name, description=entry.description, prompt_vector=prompt)
+            if (labels_arr == c).any():
+                index.add_vectors(name, vectors[labels_arr == c])
+        self.encoder, self.index = encoder, index
+        self.undo_adapt()
+        self._changed()
+
     # ------------------------------------------------------------------ adaptation
     def adapt(self, unlabeled: Sequence[Any] | np.ndarray, method: str = "recenter", **options: Any) -> None:
         """Adapt to the target distribution from unlabeled inputs (texts / images, or (u, dim) vectors).
@@ -296,7 +361,8 @@ class FewShotEngine:
                     from .export import export_encoder
                     export_encoder(self.encoder, snapshot / "encoder", quantize=quantize)
                     encoder_name = "onnx:encoder"
-                elif getattr(self.encoder, "save_to", None) is not None:
+                elif getattr(self.encoder, "save_to", None) is not None and \
+                        getattr(self.encoder, "bundle_with_engine", True):
                     encoder_name = self.encoder.save_to(snapshot / "encoder")  # e.g. a fine-tuned encoder
                 (snapshot / "index").mkdir()
                 self.index.save(snapshot / "index")

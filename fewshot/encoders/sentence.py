@@ -25,6 +25,8 @@ class SentenceTransformerEncoder(Encoder):
     """Text encoder over a sentence-transformers model (mean pooling + normalisation as the model defines)."""
 
     modalities = frozenset({"text"})
+    #: FewShotEngine.save copies the model into the save when True (set for encoders fine-tuned by refine)
+    bundle_with_engine = False
 
     def __init__(self, model_name_or_path: str, name: str | None = None, device: str | None = None,
                  max_seq_length: int | None = None):
@@ -59,6 +61,13 @@ class SentenceTransformerEncoder(Encoder):
         out = self.model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
                                 convert_to_numpy=True, normalize_embeddings=True)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+    def save_to(self, directory) -> str:
+        """Write the model to ``directory`` (sentence-transformers format); returns the registry name relative
+        to the directory's parent, as FewShotEngine.save records it."""
+        self.model.save(str(directory))
+        return f"st:{os.path.basename(os.fspath(directory))}"
 
 
 def load_minilm(device: str | None = None) -> SentenceTransformerEncoder:

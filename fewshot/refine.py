@@ -1,0 +1,311 @@
+"""Refinement as labels arrive: pick a method by how many labels each class has, and fine-tune the text encoder.
+
+Two entry points for ``FewShotEngine.refine``:
+
+* ``choose_method(example_counts) -> str`` — the ``method="auto"`` rule (documented below);
+* ``finetune_encoder(texts, labels, ...) -> EncoderRefineResult`` — light supervised fine-tune of a
+  sentence-transformers encoder on the support set, returning a new encoder saved in a directory
+  (reloadable as ``st:<dir>``).
+
+Frozen-embedding methods (``fusion``, ``linear``, ``finetune``) live in ``fewshot.classifiers``; the engine fits
+them on its index with ``make_classifier(name).fit(index)``.
+
+Encoder fine-tune (``finetune_encoder``)
+----------------------------------------
+A cosine-softmax head ``W`` (one unit vector per class) is initialised from the frozen encoder's class
+prototypes blended with the class-name prompt vectors; the encoder (and the head) are trained with
+cross-entropy of ``scale · cos(f(x), W_c)`` on the support texts, the class names counting as one extra
+example each. Layer-wise learning-rate decay: the top transformer layer gets ``lr``, each layer below
+``lr · layer_decay``, the embeddings the lowest; ``train_layers=N`` freezes all but the last N layers.
+Early stopping: a stratified part of the support (``val_fraction`` of each class with >= 3 examples, at
+least one) is held out; after each epoch the held-out accuracy of the head is measured and training stops
+after ``patience`` epochs without improvement; the best epoch count is then used to retrain on the whole
+support (``refit=True``). Without any class of >= 3 examples nothing can be held out and ``default_epochs``
+(fixed a priori) are run. Every knob is fixed in the code or chosen on the support set; nothing looks at test
+data.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+#: ``choose_method`` thresholds on the median number of labelled examples per class
+AUTO_RULE = (
+    "0 labels in every class → 'zero-shot'; median labels per class < 2 → 'fusion' (training-free prior + "
+    "cache, safest with one example); median < 4 → 'linear' (logistic regression on frozen embeddings, "
+    "regularised toward the prior); otherwise → 'encoder' (fine-tune the encoder, then a linear probe on the "
+    "new embeddings)"
+)
+
+
+def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
+    """The ``refine(method="auto")`` rule, from the (C,) number of labelled examples per class.
+
+    Returns one of ``'zero-shot'``, ``'fusion'``, ``'linear'``, ``'encoder'``::
+
+        all counts 0            → 'zero-shot'
+        median count < 2        → 'fusion'     (1 shot: the text prior carries as much as the example)
+        median count < 4        → 'linear'     (2–3 shots: a regularised probe beats any training-free rule)
+        otherwise               → 'encoder'    (≥ 4 shots: enough pairs to fine-tune the encoder safely)
+    """
+    counts = np.asarray(example_counts, dtype=np.int64).ravel()
+    if counts.size == 0:
+        raise ValueError("example_counts is empty: add at least one class before refining")
+    if (counts < 0).any():
+        raise ValueError(f"example_counts must be >= 0, got min {counts.min()}")
+    if counts.sum() == 0:
+        return "zero-shot"
+    med = float(np.median(counts))
+    if med < 2:
+        return "fusion"
+    if med < 4:
+        return "linear"
+    return "encoder"
+
+
+@dataclass
+class EncoderRefineResult:
+    """What ``finetune_encoder`` returns.
+
+    Attributes:
+        encoder: a ``SentenceTransformerEncoder`` over the tuned model (name ``'st:<directory>'``).
+        directory: where the tuned model is saved (reload with ``load_encoder('st:' + directory)``).
+        epochs: epochs trained on the full support (0: fine-tuning never beat the frozen encoder on the
+            held-out support, so the encoder is the unchanged base model).
+        history: per-epoch dicts (phase, epoch, loss, val_accuracy, seconds).
+        seconds: total wall time.
+    """
+
+    encoder: object
+    directory: str
+    epochs: int
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """(m,) bool validation mask: ceil(fraction·n_c) examples (>= 1) of every class with >= 3 examples."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) >= 3:
+            val[rng.choice(idx, max(1, int(math.ceil(fraction * len(idx)))), replace=False)] = True
+    return val
+
+
+def _load_st(base) -> tuple[object, str]:
+    """A fresh trainable SentenceTransformer copy of ``base`` (encoder object, registry name or path)."""
+    from .encoders import Encoder, load_encoder
+
+    enc = base if isinstance(base, Encoder) else load_encoder(base)
+    model = getattr(enc, "model", None)
+    if model is None or not hasattr(model, "tokenize"):
+        raise ValueError(f"encoder {getattr(enc, 'name', base)!r} is not a sentence-transformers model; "
+                         "encoder fine-tuning needs 'minilm' or 'st:<name|path>'")
+    return copy.deepcopy(model).to("cpu" if getattr(enc, "device", "cpu") == "cpu" else enc.device), enc.name
+
+
+def _param_groups(model, lr: float, layer_decay: float, train_layers: int | None, head,
+                  head_lr_mult: float) -> list[dict]:
+    """Per-layer learning rates for a BERT-like body (embeddings < layer 0 < ... < top layer)."""
+    named = list(model.named_parameters())
+    layer_ids = sorted({int(n.split(".layer.")[1].split(".")[0]) for n, _ in named if ".layer." in n})
+    top = max(layer_ids) if layer_ids else 0
+    groups: dict[float, list] = {}
+    for name, p in named:
+        if ".layer." in name:
+            depth = top - int(name.split(".layer.")[1].split(".")[0])
+        elif "embeddings" in name:
+            depth = top + 1
+        else:
+            depth = 0  # pooler / dense heads on top
+        trainable = train_layers is None or (".layer." in name and depth < train_layers)
+        p.requires_grad_(bool(trainable))
+        if trainable:
+            groups.setdefault(lr * layer_decay ** depth, []).append(p)
+    out = [{"params": ps, "lr": g} for g, ps in groups.items()]
+    if head_lr_mult > 0:
+        out.append({"params": [head], "lr": lr * head_lr_mult})
+    else:
+        head.requires_grad_(False)
+    return out
+
+
+def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
+                     class_names: Sequence[str] | None = None, base="minilm", *,
+                     output_dir: str | os.PathLike | None = None, lr: float = 3e-5, layer_decay: float = 0.8,
+                     train_layers: int | None = None, batch_size: int = 32, scale: float = 20.0,
+                     max_epochs: int = 8, default_epochs: int = 3, patience: int = 2, val_fraction: float = 0.2,
+                     refit: bool = True, max_seconds: float | None = None, weight_decay: float = 0.01,
+                     head_lr_mult: float = 50.0,
+                     seed: int = 0, num_threads: int | None = None,
+                     show_progress_bar: bool = True) -> EncoderRefineResult:
+    """Fine-tune a sentence-transformers encoder on labelled support texts (see the module docstring).
+
+    Args:
+        texts: the m support texts; labels: (m,) class indices in [0, C).
+        class_names: C names/descriptions (humanised), used for the head's prior and as extra examples.
+            ``None`` → head from prototypes only; classes must then all have examples.
+        base: the encoder to start from (an ``Encoder``, a registry name such as ``'minilm'``, or ``'st:<path>'``).
+        output_dir: where to save the tuned model (default: a new temporary directory).
+        lr: learning rate of the top layer; layer_decay: factor per layer below it.
+        train_layers: only the last N transformer layers are trained (None = all).
+        max_epochs: cap for early stopping; default_epochs: epochs when nothing can be held out.
+        max_seconds: stop early (after the current epoch) once training took this long.
+        seed: seeds torch, the hold-out split and batch order (same seed → same weights).
+        num_threads: torch CPU threads while training (None → half the cores, at least 1: small batches on
+            busy CPUs slow down badly when threads oversubscribe). Restored afterwards.
+    Returns:
+        EncoderRefineResult (encoder, directory, epochs, history, seconds).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .encoders.sentence import SentenceTransformerEncoder
+    from .errors import InvalidInputError
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads) if num_threads else max(1, (os.cpu_count() or 2) // 2))
+    try:
+        return _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts, labels, class_names,
+                         base, output_dir, lr, layer_decay, train_layers, batch_size, scale, max_epochs,
+                         default_epochs, patience, val_fraction, refit, max_seconds, weight_decay, seed,
+                         show_progress_bar, head_lr_mult)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts, labels, class_names, base,
+              output_dir, lr, layer_decay, train_layers, batch_size, scale, max_epochs, default_epochs, patience,
+              val_fraction, refit, max_seconds, weight_decay, seed, show_progress_bar, head_lr_mult):
+    t_start = time.perf_counter()
+    texts = list(texts)
+    y = np.asarray(labels, np.int64)
+    if len(texts) != len(y) or not len(texts):
+        raise InvalidInputError(f"texts ({len(texts)}) and labels ({len(y)}) must be non-empty and of equal length")
+    C = int(max(y.max() + 1, len(class_names) if class_names is not None else 0))
+    if class_names is None and len(np.unique(y)) < C:
+        raise InvalidInputError("every class needs an example when class_names is None")
+    model0, base_name = _load_st(base)
+    val = _holdout(y, val_fraction, seed)
+    can_validate = val.any()
+
+    def run(train_idx: np.ndarray, n_epochs: int, val_idx: np.ndarray | None, phase: str, hist: list):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed + 1)
+        model = copy.deepcopy(model0)
+        model.train()
+        tr_texts = [texts[i] for i in train_idx]
+        tr_y = y[train_idx]
+        with torch.no_grad():
+            model.eval()
+            emb = _encode(model, tr_texts, batch_size)
+            names = _encode(model, list(class_names), batch_size) if class_names is not None else None
+            model.train()
+        protos = torch.zeros(C, emb.shape[1]).index_add_(0, torch.from_numpy(tr_y), emb)
+        init = protos + (names if names is not None else 0)
+        head = torch.nn.Parameter(torch.nn.functional.normalize(init, dim=1))
+        all_texts = tr_texts + (list(class_names) if class_names is not None else [])
+        all_y = np.concatenate([tr_y, np.arange(C)]) if class_names is not None else tr_y
+        opt = torch.optim.AdamW(_param_groups(model, lr, layer_decay, train_layers, head, head_lr_mult),
+                                weight_decay=weight_decay)
+        steps_per_epoch = int(math.ceil(len(all_texts) / batch_size))
+        total = steps_per_epoch * n_epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / max(1, int(0.1 * total))) * max(0.0, 1 - s / max(1, total)))
+        def validate() -> float:
+            with torch.no_grad():
+                model.eval()
+                v = _encode(model, [texts[i] for i in val_idx], batch_size)
+                model.train()
+                return float((torch.argmax(v @ torch.nn.functional.normalize(head, dim=1).T, 1).numpy()
+                              == y[val_idx]).mean())
+
+        best = (-1.0, 0, None)
+        bad = 0
+        if val_idx is not None:  # epoch 0: the frozen encoder; fine-tuning must beat it to be kept
+            acc0 = validate()
+            hist.append({"phase": phase, "epoch": 0, "val_accuracy": acc0})
+            best = (acc0, 0, None)
+        bar = tqdm(total=total, desc=f"refine encoder ({phase})", disable=not show_progress_bar, leave=False)
+        for epoch in range(1, n_epochs + 1):
+            t0 = time.perf_counter()
+            order = rng.permutation(len(all_texts))
+            losses = []
+            for s in range(steps_per_epoch):
+                b = order[s * batch_size:(s + 1) * batch_size]
+                feats = _tokenize(model, [all_texts[i] for i in b])
+                out = model(feats)["sentence_embedding"]
+                out = torch.nn.functional.normalize(out, dim=1)
+                logits = scale * out @ torch.nn.functional.normalize(head, dim=1).T
+                loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(all_y[b]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}")
+            rec = {"phase": phase, "epoch": epoch, "loss": float(np.mean(losses)),
+                   "seconds": time.perf_counter() - t0}
+            if val_idx is not None:
+                acc = validate()
+                rec["val_accuracy"] = acc
+                if acc > best[0] + 1e-9:
+                    best, bad = (acc, epoch, None if refit else copy.deepcopy(model.state_dict())), 0
+                else:
+                    bad += 1
+            hist.append(rec)
+            if val_idx is not None and bad >= patience:
+                break
+            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+                break
+        bar.close()
+        if best[2] is not None:  # no refit: keep the best epoch's weights, not the last
+            model.load_state_dict(best[2])
+        model.eval()
+        return model, (best[1] if val_idx is not None else epoch)
+
+    history: list = []
+    all_idx = np.arange(len(y))
+    if can_validate:
+        model, best_epochs = run(all_idx[~val], max_epochs, all_idx[val], "select", history)
+        epochs = best_epochs
+        if epochs == 0:  # no epoch beat the frozen encoder on the held-out support: keep it unchanged
+            model = copy.deepcopy(model0).eval()
+        elif refit:
+            model, _ = run(all_idx, epochs, None, "refit", history)
+    else:
+        epochs = default_epochs
+        model, _ = run(all_idx, epochs, None, "train", history)
+    directory = str(output_dir) if output_dir is not None else tempfile.mkdtemp(prefix="fewshot-encoder-")
+    os.makedirs(directory, exist_ok=True)
+    model.save(directory)
+    encoder = SentenceTransformerEncoder(directory, name=f"st:{directory}", device="cpu")
+    return EncoderRefineResult(encoder=encoder, directory=directory, epochs=int(epochs), history=history,
+                               seconds=time.perf_counter() - t_start)
+
+
+def _encode(model, texts: list[str], batch_size: int):
+    """Normalised embeddings of ``texts`` by a (possibly training) SentenceTransformer, as a torch tensor."""
+    import torch
+
+    outs = []
+    for i in range(0, len(texts), batch_size):
+        feats = _tokenize(model, texts[i:i + batch_size])
+        outs.append(torch.nn.functional.normalize(model(feats)["sentence_embedding"], dim=1))
+    return torch.cat(outs)
+
+
+def _tokenize(model, texts: list[str]) -> dict:
+    """Model inputs for ``texts`` (``preprocess`` in newer sentence-transformers, ``tokenize`` before)."""
+    fn = getattr(model, "preprocess", None) or model.tokenize
+    return fn(texts)

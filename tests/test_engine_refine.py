@@ -1,0 +1,62 @@
+"""FewShotEngine.refine: auto rule, learned classifiers and the encoder fine-tune, each saved and reloaded."""
+import numpy as np
+import pytest
+
+from fewshot import FewShotEngine
+from fewshot.errors import InvalidInputError
+
+CLASSES = {
+    "card_lost": ["I lost my card", "my card was stolen", "card missing since yesterday", "where is my bank card"],
+    "exchange_rate": ["what is the exchange rate", "euro to dollar rate", "how many euros for a pound",
+                      "currency conversion rate today"],
+    "refund": ["I want my money back", "please refund my purchase", "how do I get a refund", "return and refund"],
+}
+QUERIES = ["my card is gone", "dollar rate please", "money back for my order"]
+
+
+def build(minilm, shots):
+    eng = FewShotEngine(encoder=minilm)
+    for name, texts in CLASSES.items():
+        eng.add_class(name, examples=texts[:shots], description=name.replace("_", " "))
+    return eng
+
+
+def test_auto_rule_follows_the_label_count(minilm):
+    assert build(minilm, 1).refine("auto") == "fusion"
+    assert build(minilm, 3).refine("auto") == "linear"
+
+
+@pytest.mark.parametrize("method", ["fusion", "linear", "finetune"])
+def test_learned_classifier_saves_and_reloads(minilm, tmp_path, method):
+    eng = build(minilm, 4)
+    assert eng.refine(method) == method
+    preds = eng.predict(QUERIES)
+    assert [p.label for p in preds] == ["card_lost", "exchange_rate", "refund"]
+    eng.save(tmp_path / "eng")
+    reloaded = FewShotEngine.load(tmp_path / "eng", encoder=minilm)
+    assert reloaded.classifier_name == method
+    np.testing.assert_allclose(reloaded.predict_proba(QUERIES), eng.predict_proba(QUERIES), atol=1e-5)
+
+
+def test_encoder_refine_rebuilds_the_index_and_is_saved(minilm, tmp_path):
+    eng = build(minilm, 4)
+    before = eng.index.prototypes().copy()
+    assert eng.refine("encoder", max_epochs=1, default_epochs=1, patience=1, show_progress_bar=False) == "encoder"
+    assert eng.classes == list(CLASSES) and len(eng.index) == 12
+    probs = eng.predict_proba(QUERIES)
+    eng.save(tmp_path / "eng")
+    reloaded = FewShotEngine.load(tmp_path / "eng")
+    assert reloaded.encoder.name.startswith("st:") and "snap-" in reloaded.encoder.name
+    np.testing.assert_allclose(reloaded.predict_proba(QUERIES), probs, atol=1e-5)
+    assert before.shape == eng.index.prototypes().shape
+
+
+def test_refine_errors(minilm):
+    eng = build(minilm, 2)
+    with pytest.raises(InvalidInputError):
+        eng.refine("nope")
+    vec_only = FewShotEngine(encoder=minilm)
+    vec_only.add_class("a", vectors=minilm.encode_text(["x", "y"]))
+    vec_only.add_class("b", vectors=minilm.encode_text(["z", "w"]))
+    with pytest.raises(InvalidInputError):
+        vec_only.refine("encoder")
