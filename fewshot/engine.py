@@ -390,17 +390,8 @@ class FewShotEngine:
              encoder: str | Encoder | None = None) -> "FewShotEngine":
         """Load a saved engine (checksums verified, no pickle). ``encoder`` overrides the saved encoder name."""
         snapshot = storage.open_snapshot(directory, "fewshot-engine")
-        try:
-            meta = json.loads((snapshot / "engine.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorruptIndexError(f"cannot read {snapshot / 'engine.json'}: {exc}") from None
-        if not isinstance(meta, dict):
-            raise CorruptIndexError(f"{snapshot / 'engine.json'} is not a JSON object")
-        if meta.get("format_version") != ENGINE_FORMAT_VERSION:
-            from .errors import VersionMismatchError
-            raise VersionMismatchError(f"engine format {meta.get('format_version')!r} in {directory}; this "
-                                       f"fewshot reads {ENGINE_FORMAT_VERSION}")
-        if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), str) or \
+        meta = storage.read_json_object(snapshot / "engine.json", ENGINE_FORMAT_VERSION)
+        if not isinstance(meta.get("encoder"), str) or \
                 not isinstance(meta.get("classifier"), str) or not isinstance(meta.get("classifier_config"), dict) \
                 or not isinstance(meta.get("templates"), list) or not isinstance(meta.get("encoder_dim"), int):
             raise CorruptIndexError(f"{snapshot / 'engine.json'} lacks required fields or has wrong types")

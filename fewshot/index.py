@@ -39,8 +39,7 @@ import faiss
 import numpy as np
 
 from .classifiers.base import check_vectors
-from .errors import CorruptIndexError, DimensionMismatchError, DuplicateClassError, InvalidInputError, \
-    UnknownClassError, VersionMismatchError
+from .errors import CorruptIndexError, DuplicateClassError, InvalidInputError, UnknownClassError
 
 INDEX_FORMAT_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -390,15 +389,8 @@ class SupportIndex:
     def load(cls, directory: str | os.PathLike) -> "SupportIndex":
         """Read an index written by ``save``; typed errors for anything missing or inconsistent."""
         directory = Path(directory)
-        try:
-            table = json.loads((directory / "classes.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorruptIndexError(f"cannot read {directory / 'classes.json'}: {exc}") from None
-        if not isinstance(table, dict):
-            raise CorruptIndexError(f"{directory / 'classes.json'} is not a JSON object")
-        if table.get("format_version") != INDEX_FORMAT_VERSION:
-            raise VersionMismatchError(f"index format version {table.get('format_version')!r} in {directory}; "
-                                       f"this fewshot reads version {INDEX_FORMAT_VERSION}")
+        from .storage import read_json_object
+        table = read_json_object(directory / "classes.json", INDEX_FORMAT_VERSION)
         try:
             index = cls._load(directory, table)
         except CorruptIndexError:

@@ -36,6 +36,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_json_object(path: Path, format_version: int | None = None) -> dict:
+    """Parse a JSON object written by fewshot, checking its ``format_version`` when given; typed errors."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorruptIndexError(f"cannot read {path}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CorruptIndexError(f"{path} is not a JSON object")
+    if format_version is not None and obj.get("format_version") != format_version:
+        raise VersionMismatchError(f"{path} has format version {obj.get('format_version')!r}; this fewshot "
+                                   f"reads version {format_version}")
+    return obj
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

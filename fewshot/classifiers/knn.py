@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Classifier, Support
+from .base import Classifier
 
 
 class KNNClassifier(Classifier):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from abc import ABC, abstractmethod
+from abc import ABC
 from typing import Any, Sequence, Union
 
 import numpy as np

@@ -8,7 +8,6 @@ most 8). Inter-op parallelism is off (one graph at a time); onnxruntime's full g
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,11 +42,8 @@ def default_threads() -> int:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..storage import sha256_file
+    return sha256_file(path)
 
 
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:

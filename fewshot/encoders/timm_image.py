@@ -208,6 +208,8 @@ class AdaptedTimmEncoder(TimmImageEncoder):
                  info: dict | None = None, name: str | None = None):
         self.arch = str(arch)
         self.info = dict(info or {})
+        #: torch threads while encoding on CPU (None: 1 on a machine busier than its cores, else torch's setting)
+        self.num_threads: int | None = None
         super().__init__(model, name or "adapted", preprocess, device=device)
         if name is None:  # unique per weights: embedding caches key on the name
             self.name = f"adapted:{self.info.get('base_encoder', arch)}@{weights_digest(self.model)[:12]}"
@@ -220,13 +222,21 @@ class AdaptedTimmEncoder(TimmImageEncoder):
         images = check_input_list(images)
         if show_progress_bar is None:
             show_progress_bar = progress_default(len(images), 256)
+        from ..transfer import default_threads
+
         self.model.eval()
         out = []
-        for start in tqdm(range(0, len(images), batch_size), desc=f"encoding images ({self.name})",
-                          disable=not show_progress_bar):
-            batch = torch.stack([self.transform(_as_pil(im)) for im in images[start:start + batch_size]])
-            with torch.inference_mode():
-                out.append(self.model(batch.to(self.device)).float().cpu().numpy())
+        saved = torch.get_num_threads()
+        if self.num_threads or str(self.device).startswith("cpu"):
+            torch.set_num_threads(self.num_threads or min(saved, default_threads()))  # no oversubscription
+        try:
+            for start in tqdm(range(0, len(images), batch_size), desc=f"encoding images ({self.name})",
+                              disable=not show_progress_bar):
+                batch = torch.stack([self.transform(_as_pil(im)) for im in images[start:start + batch_size]])
+                with torch.inference_mode():
+                    out.append(self.model(batch.to(self.device)).float().cpu().numpy())
+        finally:
+            torch.set_num_threads(saved)
         return l2_normalise(np.concatenate(out))
 
     def describe(self) -> dict[str, Any]:
