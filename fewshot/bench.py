@@ -1,0 +1,329 @@
+"""``fewshot bench``: episodic, all-classes and zero-shot benchmarks on cached embeddings.
+
+Results JSON (contract): ``{"encoder": NAME, "results": [{"mode", "method", "way", "shot", "episodes",
+"accuracy", "ci95", "seconds"}, ...]}``; with ``--json OUT`` a markdown table (OUT.md) and a plot of
+accuracy vs shots with 95% CI bars per method (OUT.png) are written beside it.
+
+Per result, ``seconds`` is the wall time of sampling + scoring; encoding is cached on disk
+(``fewshot.encoders.cache``) and reported separately on stderr. For ``zero-shot`` mode every test item is one
+trial (``episodes`` = number of test items, ``ci95`` = the binomial normal interval).
+
+Run as ``fewshot bench ...`` or ``python -m fewshot.bench ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data import LabelledData, load_dataset, split_spec
+from .errors import DataFormatError, FewShotError, InvalidInputError
+
+MODES = ("episodic", "all", "zero-shot")
+DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
+RESULT_KEYS = ("mode", "method", "way", "shot", "episodes", "accuracy", "ci95", "seconds")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class BenchData:
+    """Embedded TRAIN/TEST in one label-code space.
+
+    Attributes:
+        encoder: the encoder's registry name.
+        classes: sorted class names; code i ↔ ``classes[i]``.
+        train_x: (Mtr, d) float32 or None (zero-shot only); train_y: (Mtr,) int64 codes.
+        test_x: (Mte, d) float32; test_y: (Mte,) int64 codes.
+        class_vectors: (C, d) float32 L2-normalised prompt vectors, or None for encoders without text.
+        same_pool: TRAIN and TEST are the same data (episodes draw support and queries disjointly from it).
+        encode_seconds: wall time spent getting embeddings (near zero when cached).
+    """
+
+    encoder: str
+    classes: list[str]
+    train_x: np.ndarray | None
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_vectors: np.ndarray | None
+    same_pool: bool
+    encode_seconds: float
+
+
+def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
+    """JSON file ``{label: description}`` → dict; typed errors for anything else."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise DataFormatError(f"cannot open descriptions file {path}: {exc}") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                            for k, v in obj.items()):
+        raise DataFormatError(f"{path}: expected a JSON object mapping each label to a non-empty description")
+    return obj
+
+
+def class_prompt_vectors(encoder: Any, classes: Sequence[str], descriptions: dict[str, str] | None = None,
+                         cache_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+    """(C, d) float32 L2-normalised mean of the encoder's prompt templates filled with each class's
+    description (or its humanised name). None when the encoder does not embed text."""
+    from .encoders.cache import cached_encode
+    from .templates import expand, humanise_label
+
+    if "text" not in getattr(encoder, "modalities", ()):
+        return None
+    descriptions = descriptions or {}
+    templates = list(encoder.zero_shot_templates)
+    prompts = [p for c in classes for p in expand(templates, descriptions.get(c) or humanise_label(c))]
+    vecs = cached_encode(encoder, prompts, cache_dir=cache_dir).reshape(len(classes), len(templates), -1).mean(1)
+    return (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def prepare(train: str | LabelledData, test: str | LabelledData, encoder: str | None = None, *,
+            need_train: bool = True, descriptions: dict[str, str] | None = None,
+            cache_dir: str | os.PathLike | None = None, same_pool: bool | None = None) -> BenchData:
+    """Load (when given paths), encode through the cache, and code the labels of TRAIN and TEST."""
+    from .encoders import load_encoder
+    from .encoders.cache import cached_encode
+    from .encoders.registry import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+
+    if same_pool is None:
+        same_pool = isinstance(train, (str, os.PathLike)) and isinstance(test, (str, os.PathLike)) and \
+            _same_spec(train, test)
+    train_d = train if isinstance(train, LabelledData) else load_dataset(train)
+    test_d = train_d if same_pool and not isinstance(test, LabelledData) else \
+        (test if isinstance(test, LabelledData) else load_dataset(test))
+    if train_d.kind != test_d.kind:
+        raise InvalidInputError(f"TRAIN holds {train_d.kind}s but TEST holds {test_d.kind}s")
+    name = encoder or (DEFAULT_IMAGE_ENCODER if test_d.kind == "image" else DEFAULT_TEXT_ENCODER)
+    enc = load_encoder(name)
+    classes = sorted(set(test_d.labels) | (set(train_d.labels) if need_train else set()))
+    unknown = sorted(set(descriptions or {}) - set(classes))
+    if unknown:
+        _log(f"warning: {len(unknown)} described labels are not in the data: {unknown[:5]}")
+    t0 = time.perf_counter()
+    # texts: one cache entry per data set; images (slow to encode): resumable chunks
+    encode = (lambda items: encode_cached(enc, items, cache_dir)) if test_d.kind == "image" else \
+        (lambda items: cached_encode(enc, items, cache_dir=cache_dir))
+    test_x = encode(test_d.inputs)
+    train_x = None
+    if need_train:
+        train_x = test_x if same_pool else encode(train_d.inputs)
+    cv = class_prompt_vectors(enc, classes, descriptions, cache_dir)
+    seconds = time.perf_counter() - t0
+    _log(f"embeddings ({enc.name}): train {None if train_x is None else train_x.shape}, test {test_x.shape}, "
+         f"{seconds:.1f} s (cached after the first run)")
+    return BenchData(enc.name, classes, train_x, train_d.label_codes(classes), test_x,
+                     test_d.label_codes(classes), cv, bool(same_pool), seconds)
+
+
+def encode_cached(encoder: Any, inputs: Sequence[Any], cache_dir: str | os.PathLike | None = None,
+                  chunk_size: int = 1024, progress: bool = True) -> np.ndarray:
+    """(n, d) embeddings through the disk cache. Sets larger than ``chunk_size`` are cached chunk by chunk,
+    so a long encoding (e.g. 13k images on a CPU) resumes where it stopped instead of starting over."""
+    from tqdm.auto import tqdm
+
+    from .encoders.cache import cached_encode
+
+    inputs = list(inputs)
+    if len(inputs) <= chunk_size:
+        return cached_encode(encoder, inputs, cache_dir=cache_dir)
+    starts = range(0, len(inputs), chunk_size)
+    return np.concatenate([cached_encode(encoder, inputs[s:s + chunk_size], cache_dir=cache_dir,
+                                         show_progress_bar=False)
+                           for s in tqdm(starts, desc=f"embedding {len(inputs)} inputs ({encoder.name}, "
+                                         f"chunks of {chunk_size})", disable=not progress)])
+
+
+def _same_spec(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    (pa, sa), (pb, sb) = split_spec(a), split_spec(b)
+    try:
+        return sa == sb and os.path.samefile(pa, pb)
+    except OSError:
+        return os.fspath(a) == os.fspath(b)
+
+
+def _result(mode: str, method: str, way: int, shot: int, res: Any) -> dict[str, Any]:
+    return {"mode": mode, "method": method, "way": int(way), "shot": int(shot), "episodes": len(res.accuracies),
+            "accuracy": round(res.accuracy, 6), "ci95": round(res.ci95, 6), "seconds": round(res.seconds, 4)}
+
+
+def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_METHODS, way: int = 5,
+             shots: Sequence[int] = (1, 5), query: int = 15, episodes: int | None = None, seed: int = 0,
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Results (contract dicts) of one mode for every shot × method. ``episodes`` defaults to 600 episodes
+    (episodic) or 5 repeats (all). Every method sees the same episodes / shot draws for a given shot."""
+    from tqdm.auto import tqdm
+
+    from .episodes import available_methods, run_all_classes, run_episodic, run_zero_shot
+
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if mode == "zero-shot":
+        if data.class_vectors is None:
+            raise InvalidInputError(f"encoder {data.encoder!r} does not embed text, so it cannot classify "
+                                    "zero-shot; use a text or CLIP encoder")
+        res = run_zero_shot(data.test_x, data.test_y, data.class_vectors)
+        return [_result(mode, "zero-shot", len(data.classes), 0, res)]
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise InvalidInputError(f"unknown method(s) {unknown}; choose from {available_methods()}")
+    if "zero-shot" in methods and data.class_vectors is None:
+        raise InvalidInputError(f"method 'zero-shot' needs a text encoder; {data.encoder!r} embeds images only")
+    if data.train_x is None:
+        raise InvalidInputError(f"mode {mode!r} needs TRAIN embeddings")
+    n = episodes if episodes is not None else (600 if mode == "episodic" else 5)
+    out = []
+    jobs = [(k, m) for k in shots for m in methods]
+    for k, m in tqdm(jobs, desc=f"bench {mode}", disable=not progress or len(jobs) < 2):
+        if mode == "episodic":
+            res = run_episodic(m, data.train_x, data.train_y, None if data.same_pool else data.test_x,
+                               None if data.same_pool else data.test_y, n_way=way, n_shot=k, n_query=query,
+                               n_episodes=n, seed=seed, class_vectors=data.class_vectors)
+            out.append(_result(mode, m, way, k, res))
+        else:
+            if data.same_pool:
+                raise InvalidInputError("mode 'all' needs separate TRAIN and TEST sets; use 'episodic' for "
+                                        "a data set without a split")
+            res = run_all_classes(m, data.train_x, data.train_y, data.test_x, data.test_y, n_shot=k,
+                                  n_repeats=n, seed=seed, class_vectors=data.class_vectors)
+            out.append(_result(mode, m, len(data.classes), k, res))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ reports
+
+def markdown_table(payload: dict[str, Any], title: str | None = None) -> str:
+    """The results as a markdown table (accuracy and CI in percent)."""
+    lines = [f"### {title}", ""] if title else []
+    lines += [f"Encoder: `{payload['encoder']}`", "",
+              "| mode | method | way | shot | episodes | accuracy (%) | ± 95% CI | seconds |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in payload["results"]:
+        lines.append(f"| {r['mode']} | {r['method']} | {r['way']} | {r['shot']} | {r['episodes']} | "
+                     f"{100 * r['accuracy']:.2f} | {100 * r['ci95']:.2f} | {r['seconds']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(payload: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
+    """PNG: one panel per few-shot mode, accuracy vs shots with 95% CI bars per method; zero-shot as a
+    dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = payload["results"]
+    panels = [m for m in ("episodic", "all") if any(r["mode"] == m for r in results)] or ["zero-shot"]
+    zero = [r for r in results if r["mode"] == "zero-shot"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.5, 5.5 * len(panels)), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], panels):
+        rows = [r for r in results if r["mode"] == mode]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["shot"], r["accuracy"], r["ci95"]) for r in rows if r["method"] == method)
+            xs, ys, es = zip(*pts)
+            ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in es], marker="o", capsize=4,
+                        label=method)
+        way = rows[0]["way"] if rows else None
+        for z in (z for z in zero if z["way"] == way or not rows):   # same number of classes only
+            ax.axhline(100 * z["accuracy"], ls="--", color="grey", label=f"zero-shot ({z['way']}-way)")
+        if rows:
+            way = rows[0]["way"]
+            ax.set_xticks(sorted({r["shot"] for r in rows}))
+            ax.set_title(f"{mode}: {way}-way" if mode == "episodic" else f"all classes ({way})")
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or payload["encoder"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(payload: dict[str, Any], json_path: str | os.PathLike, title: str | None = None) -> list[Path]:
+    """Write OUT (JSON), OUT.md and OUT.png (suffix replaced). Returns the paths written."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    md.write_text(markdown_table(payload, title), encoding="utf-8")
+    plot_results(payload, png, title)
+    return [json_path, md, png]
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``fewshot bench`` arguments (DESIGN.md contract) to ``parser``."""
+    from .episodes import available_methods
+
+    parser.add_argument("--train", required=True, help="TRAIN data: CSV text,label | JSONL | image folder | "
+                        "data_full.json#train | Omniglot .npz")
+    parser.add_argument("--test", required=True, help="TEST data, same formats; the same path as --train "
+                        "draws support and queries disjointly from it")
+    parser.add_argument("--encoder", default=None, help="encoder name (default: minilm for text, effnet-lite0 "
+                        "for images)")
+    parser.add_argument("--mode", choices=MODES, default="episodic")
+    parser.add_argument("--way", type=int, default=5, help="classes per episode (episodic)")
+    parser.add_argument("--shot", type=int, nargs="+", default=[1, 5], help="shots per class")
+    parser.add_argument("--query", type=int, default=15, help="queries per class (episodic)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes (episodic, default 600) or repeats (all, default 5)")
+    parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
+                        help=f"methods: {', '.join(available_methods())}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, metavar="OUT", help="write results JSON here (+ .md, .png)")
+    parser.add_argument("--descriptions", default=None, metavar="FILE",
+                        help="JSON {label: description} for zero-shot prompts")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache (default $FEWSHOT_CACHE_DIR or "
+                        "~/.cache/fewshot/embeddings)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run ``fewshot bench`` from parsed arguments; prints the markdown table. Returns an exit code."""
+    try:
+        for name in ("way", "query"):
+            if getattr(args, name) < 1:
+                raise InvalidInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+        if any(k < 1 for k in args.shot):
+            raise InvalidInputError(f"--shot values must be >= 1, got {args.shot}")
+        if args.episodes is not None and args.episodes < 1:
+            raise InvalidInputError(f"--episodes must be >= 1, got {args.episodes}")
+        data = prepare(args.train, args.test, args.encoder, need_train=args.mode != "zero-shot",
+                       descriptions=load_descriptions(args.descriptions), cache_dir=args.cache_dir)
+        results = run_mode(data, args.mode, methods=args.method, way=args.way, shots=args.shot,
+                           query=args.query, episodes=args.episodes, seed=args.seed)
+    except FewShotError as exc:
+        _log(f"error: {exc}")
+        return 2
+    payload = {"encoder": data.encoder, "results": results}
+    print(markdown_table(payload), end="")
+    if args.json:
+        for p in write_reports(payload, args.json, f"{Path(split_spec(args.test)[0]).name} ({data.encoder})"):
+            _log(f"wrote {p}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fewshot bench", description=__doc__.splitlines()[0])
+    add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""`fewshot bench` end to end on tiny data with a deterministic fake encoder (no model download, fast)."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+import fewshot.encoders
+from fewshot.bench import RESULT_KEYS, add_bench_arguments, markdown_table, run_bench
+from fewshot.encoders.base import Encoder, l2_normalise
+
+TOPICS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+
+
+class FakeTextEncoder(Encoder):
+    """Text → class direction of the first topic word it contains, plus hash noise. 32-d, unit norm."""
+
+    name = "fake-text"
+    dim = 32
+    modalities = frozenset({"text"})
+    calls = 0
+
+    def encode_text(self, texts, batch_size=64, show_progress_bar=None):
+        FakeTextEncoder.calls += 1
+        centres = np.random.default_rng(0).standard_normal((len(TOPICS), self.dim))
+        out = []
+        for t in texts:
+            noise = np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).standard_normal(self.dim)
+            hit = [i for i, w in enumerate(TOPICS) if w in t]
+            out.append((centres[hit[0]] if hit else 0) + 1.1 * noise)
+        return l2_normalise(np.array(out))
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch):
+    enc = FakeTextEncoder()
+    monkeypatch.setattr(fewshot.encoders, "load_encoder", lambda name=None, **kw: enc)
+    FakeTextEncoder.calls = 0
+    return enc
+
+
+def make_split(path, n_per_class: int, seed: int, header: str = "text,label") -> str:
+    rng = np.random.default_rng(seed)
+    rows = [f"{w} request number {seed}-{i} {rng.integers(1e9)},{w}_intent" for w in TOPICS
+            for i in range(n_per_class)]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_episodic_json_report_contract(tmp_path, fake_encoder, capsys):
+    train = make_split(tmp_path / "train.csv", 12, 1)
+    test = make_split(tmp_path / "test.csv", 8, 2, header="text,category")
+    out = tmp_path / "res" / "bench.json"
+    code = run_bench(parse(["--train", train, "--test", test, "--encoder", "fake-text", "--way", "3", "--shot",
+                            "1", "3", "--query", "4", "--episodes", "40", "--method", "prototype", "simpleshot",
+                            "knn", "zero-shot", "--json", str(out), "--cache-dir", str(tmp_path / "cache")]))
+    assert code == 0
+    payload = json.loads(out.read_text())
+    assert set(payload) == {"encoder", "results"} and payload["encoder"] == "fake-text"
+    assert len(payload["results"]) == 8
+    for r in payload["results"]:
+        assert tuple(r) == RESULT_KEYS
+        assert r["mode"] == "episodic" and r["way"] == 3 and r["episodes"] == 40 and r["shot"] in (1, 3)
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["ci95"] >= 0 and r["seconds"] > 0
+    accs = {(r["method"], r["shot"]): r["accuracy"] for r in payload["results"]}
+    assert accs[("prototype", 3)] > 0.6                            # the fake topics are learnable
+    assert "| episodic | prototype | 3 | 3 | 40 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy (%)" in capsys.readouterr().out
+    # cached: a second run re-encodes nothing and gives identical numbers (seeded)
+    calls = FakeTextEncoder.calls
+    assert run_bench(parse(["--train", train, "--test", test, "--way", "3", "--shot", "1", "3", "--query", "4",
+                            "--episodes", "40", "--method", "prototype", "simpleshot", "knn", "zero-shot",
+                            "--json", str(out), "--cache-dir", str(tmp_path / "cache")])) == 0
+    assert FakeTextEncoder.calls == calls
+    again = json.loads(out.read_text())
+    assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in payload["results"]]
+
+
+def test_all_and_zero_shot_modes(tmp_path, fake_encoder):
+    train = make_split(tmp_path / "train.csv", 12, 1)
+    test = make_split(tmp_path / "test.csv", 8, 2)
+    out = tmp_path / "all.json"
+    assert run_bench(parse(["--train", train, "--test", test, "--mode", "all", "--shot", "1", "5",
+                            "--episodes", "3", "--method", "prototype", "knn", "--json", str(out),
+                            "--cache-dir", str(tmp_path / "c")])) == 0
+    res = json.loads(out.read_text())["results"]
+    assert [(r["method"], r["shot"], r["way"], r["episodes"]) for r in res] == [
+        ("prototype", 1, 6, 3), ("knn", 1, 6, 3), ("prototype", 5, 6, 3), ("knn", 5, 6, 3)]
+    desc = tmp_path / "desc.json"
+    desc.write_text(json.dumps({f"{w}_intent": f"{w} things" for w in TOPICS}))
+    assert run_bench(parse(["--train", train, "--test", test, "--mode", "zero-shot", "--descriptions", str(desc),
+                            "--json", str(out), "--cache-dir", str(tmp_path / "c")])) == 0
+    (z,) = json.loads(out.read_text())["results"]
+    assert (z["mode"], z["method"], z["way"], z["shot"], z["episodes"]) == ("zero-shot", "zero-shot", 6, 0, 48)
+    assert z["ci95"] == pytest.approx(1.96 * np.sqrt(z["accuracy"] * (1 - z["accuracy"]) / 48), abs=1e-5)
+
+
+def test_same_path_draws_disjointly_and_rejects_all_mode(tmp_path, fake_encoder):
+    pool = make_split(tmp_path / "pool.jsonl.csv", 10, 3)
+    out = tmp_path / "p.json"
+    assert run_bench(parse(["--train", pool, "--test", pool, "--way", "4", "--shot", "2", "--query", "8",
+                            "--episodes", "10", "--json", str(out), "--cache-dir", str(tmp_path / "c")])) == 0
+    assert run_bench(parse(["--train", pool, "--test", pool, "--query", "9", "--shot", "2",
+                            "--cache-dir", str(tmp_path / "c")])) == 2       # 2 + 9 > 10 per class
+    assert run_bench(parse(["--train", pool, "--test", pool, "--mode", "all", "--cache-dir",
+                            str(tmp_path / "c")])) == 2
+
+
+def test_errors_exit_2_with_message(tmp_path, fake_encoder, capsys):
+    train = make_split(tmp_path / "train.csv", 5, 1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,\n")
+    assert run_bench(parse(["--train", train, "--test", str(bad)])) == 2
+    assert "bad.csv:2: empty label" in capsys.readouterr().err
+    assert run_bench(parse(["--train", train, "--test", train, "--method", "nope", "--shot", "1", "--query", "1",
+                            "--cache-dir", str(tmp_path / "c")])) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert run_bench(parse(["--train", train, "--test", train, "--shot", "0"])) == 2
+
+
+def test_markdown_table_percentages():
+    md = markdown_table({"encoder": "e", "results": [dict(zip(RESULT_KEYS, ("episodic", "knn", 5, 1, 600, 0.5,
+                                                                            0.0123, 0.2)))]})
+    assert "| episodic | knn | 5 | 1 | 600 | 50.00 | 1.23 | 0.200 |" in md
+
+
+def test_chunked_cache_equals_whole_and_resumes(tmp_path):
+    from fewshot.bench import encode_cached
+
+    enc = FakeTextEncoder()
+    texts = [f"{TOPICS[i % 6]} item {i}" for i in range(10)]
+    FakeTextEncoder.calls = 0
+    chunked = encode_cached(enc, texts, tmp_path, chunk_size=4, progress=False)
+    assert FakeTextEncoder.calls == 3 and len(list(tmp_path.glob("*.npy"))) == 3
+    np.testing.assert_allclose(chunked, enc.encode_text(texts), atol=1e-6)
+    FakeTextEncoder.calls = 0
+    np.testing.assert_array_equal(encode_cached(enc, texts[:8], tmp_path, chunk_size=4, progress=False),
+                                  chunked[:8])                 # a prefix reuses the cached chunks
+    assert FakeTextEncoder.calls == 0
+
+
+class FakeImageEncoder(Encoder):
+    """Image → (mean R, mean G, mean B, 1) plus a little pixel-hash noise, unit norm; no text."""
+
+    name = "fake-image"
+    dim = 4
+    modalities = frozenset({"image"})
+
+    def encode_images(self, images, batch_size=32, show_progress_bar=None):
+        from fewshot.encoders.base import load_image_rgb
+
+        out = []
+        for im in images:
+            px = np.asarray(load_image_rgb(im), np.float32) / 255
+            noise = np.random.default_rng(int(px.sum() * 1000)).standard_normal(4) * 0.05
+            out.append(np.r_[px.mean((0, 1)), 1.0] + noise)
+        return l2_normalise(np.array(out))
+
+
+def test_image_folder_one_pool(tmp_path, monkeypatch):
+    from PIL import Image
+
+    colours = {"red": (200, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 200), "grey": (90, 90, 90)}
+    for name, rgb in colours.items():
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (5, 5), tuple(min(255, c + 7 * i) for c in rgb)).save(tmp_path / "imgs" / name / f"{i}.png")
+    enc = FakeImageEncoder()
+    monkeypatch.setattr(fewshot.encoders, "load_encoder", lambda name=None, **kw: enc)
+    folder, out = str(tmp_path / "imgs"), tmp_path / "img.json"
+    assert run_bench(parse(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "2", "--query", "3",
+                            "--episodes", "20", "--json", str(out), "--cache-dir", str(tmp_path / "c")])) == 0
+    res = json.loads(out.read_text())["results"]
+    assert len(res) == 6 and all(r["accuracy"] > 0.9 for r in res)
+    assert run_bench(parse(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "--query", "3",
+                            "--method", "zero-shot", "--cache-dir", str(tmp_path / "c")])) == 2   # no text side
