@@ -26,7 +26,7 @@ import numpy as np
 from .data import LabelledData, load_dataset, split_spec
 from .errors import DataFormatError, FewShotError, InvalidInputError
 
-MODES = ("episodic", "all", "zero-shot")
+MODES = ("episodic", "all", "zero-shot", "openset")
 DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
 RESULT_KEYS = ("mode", "method", "way", "shot", "episodes", "accuracy", "ci95", "seconds")
 
@@ -162,6 +162,108 @@ def _result(mode: str, method: str, way: int, shot: int, res: Any) -> dict[str, 
             "accuracy": round(res.accuracy, 6), "ci95": round(res.ci95, 6), "seconds": round(res.seconds, 4)}
 
 
+def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), shots: Sequence[int] = (10,),
+                repeats: int = 5, seed: int = 0, oos_label: str = "oos", keep: float = 0.95,
+                score: str = "max-score", transductive: bool = False) -> list[dict[str, Any]]:
+    """Open-set evaluation: TEST holds in-scope items and items labelled ``oos_label``. For each shot count and
+    method, ``repeats`` support draws from TRAIN; the threshold comes from the support set only
+    (``fewshot.openset.OpenSetDetector``). Adds ``auroc`` (in-scope vs out-of-scope), ``oos_recall`` (share of
+    out-of-scope items rejected) and ``accuracy_with_rejection`` (in-scope items accepted and right) to the
+    contract keys; ``accuracy`` is the closed-set in-scope accuracy."""
+    from sklearn.metrics import roc_auc_score
+
+    from .openset import OpenSetDetector
+
+    if oos_label not in data.classes:
+        raise InvalidInputError(f"open-set mode needs out-of-scope TEST items labelled {oos_label!r} (e.g. "
+                                "--test data_full.json#test+oos); none found")
+    oos = data.classes.index(oos_label)
+    keep_cols = np.array([c for c in range(len(data.classes)) if c != oos])
+    remap = np.full(len(data.classes), -1)
+    remap[keep_cols] = np.arange(len(keep_cols))
+    train_keep = data.train_y != oos
+    train_x, train_y = data.train_x[train_keep], remap[data.train_y[train_keep]]
+    is_in = data.test_y != oos
+    test_y = remap[data.test_y]
+    cv = data.class_vectors[keep_cols] if data.class_vectors is not None else None
+    out = []
+    for k in shots:
+        for m in methods:
+            rows, t0 = [], time.perf_counter()
+            for r in range(repeats):
+                scores, support = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
+                                                cv, transductive)
+                det = OpenSetDetector(score=score, keep=keep).fit(support, m if m in _classifier_names() else
+                                                                  "prototype")
+                accepted = det.accept(scores)
+                correct = scores.argmax(1) == test_y
+                rows.append((roc_auc_score(is_in, det.ood_scores(scores)), correct[is_in].mean(),
+                             (correct & accepted)[is_in].mean(), (~accepted[~is_in]).mean()))
+            arr = np.array(rows)
+            res = {"mode": "openset", "method": m + ("+transductive" if transductive else ""), "way": len(keep_cols),
+                   "shot": int(k), "episodes": repeats, "accuracy": round(float(arr[:, 1].mean()), 6),
+                   "ci95": round(float(1.96 * arr[:, 1].std() / np.sqrt(repeats)), 6),
+                   "seconds": round(time.perf_counter() - t0, 4), "auroc": round(float(arr[:, 0].mean()), 6),
+                   "accuracy_with_rejection": round(float(arr[:, 2].mean()), 6),
+                   "oos_recall": round(float(arr[:, 3].mean()), 6)}
+            out.append(res)
+    return out
+
+
+def _classifier_names() -> list[str]:
+    from .classifiers import CLASSIFIERS
+    return sorted(CLASSIFIERS)
+
+
+def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int,
+                  shots: int, seed: int, class_vectors: np.ndarray | None, transductive: bool):
+    """One 'all classes' repeat: K shots per class from TRAIN (0 = zero-shot), optionally adapted to the
+    unlabeled TEST pool (recenter + soft k-means, temperature from support LOO). Returns ((Mq, C) scores,
+    the support view the classifier was fitted on)."""
+    from .adapt import Adaptation
+    from .classifiers import ArraySupport, make_classifier
+    from .openset import fit_temperature, loo_scores
+
+    rng = np.random.default_rng(seed)
+    if shots:
+        idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), shots, replace=False)
+                              for c in range(n_classes)])
+        support = ArraySupport(train_x[idx], train_y[idx], n_classes, class_vectors)
+    else:
+        if class_vectors is None:
+            raise InvalidInputError("0 shots needs class prompt vectors (a text or CLIP encoder)")
+        support = ArraySupport(np.zeros((0, test_x.shape[1]), np.float32), np.zeros(0, np.int64), n_classes,
+                               class_vectors)
+    queries = test_x
+    if transductive:
+        s, t = loo_scores(support, "prototype")
+        adaptation = Adaptation("recenter+soft-kmeans", temperature=fit_temperature(s, t)).fit(support, test_x)
+        support, queries = adaptation.wrap(support), adaptation.transform_queries(test_x)
+    name = method if method in _classifier_names() else "prototype"
+    return make_classifier(name).fit(support).scores(queries), support
+
+
+def run_transductive(data: BenchData, mode: str, *, methods: Sequence[str], shots: Sequence[int], repeats: int,
+                     seed: int = 0) -> list[dict[str, Any]]:
+    """'all' / 'zero-shot' modes with the unlabeled TEST pool used for adaptation (labels never used)."""
+    shots = [0] if mode == "zero-shot" else list(shots)
+    methods = ["zero-shot"] if mode == "zero-shot" else list(methods)
+    out = []
+    for k in shots:
+        for m in methods:
+            accs, t0 = [], time.perf_counter()
+            for r in range(repeats if k else 1):
+                scores, _ = _score_repeat(m, data.train_x, data.train_y, data.test_x, len(data.classes), k,
+                                          seed + r, data.class_vectors, True)
+                accs.append(float((scores.argmax(1) == data.test_y).mean()))
+            arr = np.array(accs)
+            out.append({"mode": mode, "method": f"{m}+transductive", "way": len(data.classes), "shot": int(k),
+                        "episodes": len(arr), "accuracy": round(float(arr.mean()), 6),
+                        "ci95": round(float(1.96 * arr.std() / np.sqrt(len(arr))), 6),
+                        "seconds": round(time.perf_counter() - t0, 4)})
+    return out
+
+
 def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_METHODS, way: int = 5,
              shots: Sequence[int] = (1, 5), query: int = 15, episodes: int | None = None, seed: int = 0,
              progress: bool = True) -> list[dict[str, Any]]:
@@ -287,6 +389,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
                         help=f"methods: {', '.join(available_methods())}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transductive", action="store_true",
+                        help="all / zero-shot / openset: adapt to the unlabeled TEST pool (recenter + soft "
+                             "k-means prototypes; labels never used)")
+    parser.add_argument("--oos-label", default="oos", help="openset: label of out-of-scope TEST items")
+    parser.add_argument("--keep", type=float, default=0.95,
+                        help="openset: share of in-scope inputs to accept (threshold from support only)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write results JSON here (+ .md, .png)")
     parser.add_argument("--descriptions", default=None, metavar="FILE",
                         help="JSON {label: description} for zero-shot prompts")
@@ -304,10 +412,21 @@ def run_bench(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--shot values must be >= 1, got {args.shot}")
         if args.episodes is not None and args.episodes < 1:
             raise InvalidInputError(f"--episodes must be >= 1, got {args.episodes}")
-        data = prepare(args.train, args.test, args.encoder, need_train=args.mode != "zero-shot",
+        if args.transductive and args.mode == "episodic":
+            raise InvalidInputError("--transductive works with --mode all, zero-shot or openset")
+        data = prepare(args.train, args.test, args.encoder,
+                       need_train=args.mode != "zero-shot" or args.transductive,
                        descriptions=load_descriptions(args.descriptions), cache_dir=args.cache_dir)
-        results = run_mode(data, args.mode, methods=args.method, way=args.way, shots=args.shot,
-                           query=args.query, episodes=args.episodes, seed=args.seed)
+        if args.mode == "openset":
+            results = run_openset(data, methods=args.method, shots=args.shot, repeats=args.episodes or 5,
+                                  seed=args.seed, oos_label=args.oos_label, keep=args.keep,
+                                  transductive=args.transductive)
+        elif args.transductive:
+            results = run_transductive(data, args.mode, methods=args.method, shots=args.shot,
+                                       repeats=args.episodes or 5, seed=args.seed)
+        else:
+            results = run_mode(data, args.mode, methods=args.method, way=args.way, shots=args.shot,
+                               query=args.query, episodes=args.episodes, seed=args.seed)
     except FewShotError as exc:
         _log(f"error: {exc}")
         return 2
