@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=run_bench)
     except ImportError:
         pass
+    from .transfer import add_adapt_arguments, run_adapt
+    p = sub.add_parser("adapt", help="fine-tune an image encoder's last stages on a labelled source set of other "
+                       "classes (e.g. Omniglot background), for few-shot on new classes")
+    add_adapt_arguments(p)
+    p.set_defaults(func=run_adapt)
     try:
         from .export import add_export_arguments, run_export
         p = sub.add_parser("export", help="export an encoder to ONNX (optionally int8)")
