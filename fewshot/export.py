@@ -18,6 +18,7 @@ numpy and PIL.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -187,6 +188,32 @@ def _normalise(x):
 # ---------------------------------------------------------------------------------------------------------------
 # sentence-transformers
 
+@contextlib.contextmanager
+def _eager_attention(st: Any):
+    """Trace Hugging Face transformers with their eager (matmul-softmax-matmul) attention, restored afterwards.
+
+    The default SDPA path traces into a boolean-mask graph with NaN guards (IsNaN/Where per layer); the eager
+    graph computes the same embeddings (cosine > 0.99999 on Banking77) with fewer ops and runs a few per cent
+    faster under onnxruntime, int8 included. Models without a switchable attention are traced as they are."""
+    switched = []
+    for module in st.modules():
+        config = getattr(module, "config", None)
+        setter = getattr(module, "set_attn_implementation", None)
+        current = getattr(config, "_attn_implementation", None)
+        if setter is None or current in (None, "eager") or any(config is c for _, c, _ in switched):
+            continue
+        try:
+            setter("eager")
+        except Exception:  # noqa: BLE001 - a model that cannot switch keeps its own attention
+            continue
+        switched.append((module, config, current))
+    try:
+        yield
+    finally:
+        for module, _config, previous in reversed(switched):
+            module.set_attn_implementation(previous)
+
+
 def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int) -> dict:
     import torch
     from tokenizers import Tokenizer
@@ -215,7 +242,9 @@ def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int) 
     args = (sample["input_ids"].long(), sample["attention_mask"].long())
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "embedding": {0: "batch"}}
-    _torch_export(SentenceGraph(st).eval(), args, out / "text.onnx", ["input_ids", "attention_mask"], axes, opset)
+    with _eager_attention(st):
+        _torch_export(SentenceGraph(st).eval(), args, out / "text.onnx", ["input_ids", "attention_mask"], axes,
+                      opset)
     _finish_graph(out / "text.onnx", quantize)
 
     tok = Tokenizer.from_str(backend.to_str())

@@ -57,6 +57,8 @@ def test_graph_has_dynamic_batch_and_sequence_axes():
         dims = inp.type.tensor_type.shape.dim
         assert [d.dim_param for d in dims] == ["batch", "sequence"]
     assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # traced with eager attention (no SDPA boolean mask / NaN guards in the graph)
+    assert not [n for n in model.graph.node if n.op_type == "IsNaN"]
 
 
 def test_int8_export_loads_and_predicts(minilm, shared_data):

@@ -21,6 +21,7 @@ from .base import Encoder, check_input_list, check_texts, load_image_rgb
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "fewshot-onnx"
 SUPPORTED_FORMAT_VERSIONS = (1,)
+_TOKENIZE_CHUNK = 4096  # texts tokenised per tokenizers call in encode_text
 
 
 def default_threads() -> int:
@@ -199,10 +200,8 @@ class ONNXEncoder(Encoder):
                 raise CorruptIndexError(f"cannot load tokenizer {self.path / spec['file']}: {exc}") from exc
             self.tokenizer.no_padding()
             self.tokenizer.no_truncation()
-            if spec.get("style", "padded") == "padded":
+            if spec.get("style", "padded") == "padded":  # padding is done here, per batch (see _pad)
                 self.tokenizer.enable_truncation(max_length=int(spec["max_length"]))
-                self.tokenizer.enable_padding(pad_id=int(spec.get("pad_id", 0)),
-                                              pad_token=spec.get("pad_token") or "[PAD]")
         self._steps = (self.manifest.get("preprocessing") or {}).get("steps")
 
     @staticmethod
@@ -218,39 +217,58 @@ class ONNXEncoder(Encoder):
         raise InvalidInputError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
     # -- text -------------------------------------------------------------------------------------------------
-    def _tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        spec = self.manifest["tokenizer"]
-        if spec.get("strip", True):
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text (truncated to the export's max length for sentence encoders; not padded)."""
+        if self.manifest["tokenizer"].get("strip", True):
             texts = [t.strip() for t in texts]
-        encodings = self.tokenizer.encode_batch(texts)
+        return [enc.ids for enc in self.tokenizer.encode_batch(texts)]
+
+    def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        """Right-pad one batch of token ids to its longest member: the graph's feeds."""
+        spec = self.manifest["tokenizer"]
         if spec.get("style", "padded") == "clip":
             context, sot, eot = int(spec["max_length"]), int(spec["sot_id"]), int(spec["eot_id"])
-            ids = np.full((len(texts), context), int(spec.get("pad_id", 0)), np.int64)
-            for i, enc in enumerate(encodings):
-                tokens = [sot] + list(enc.ids) + [eot]
+            out = np.full((len(ids), context), int(spec.get("pad_id", 0)), np.int64)
+            for i, row in enumerate(ids):
+                tokens = [sot] + list(row) + [eot]
                 if len(tokens) > context:
                     tokens = tokens[:context]
                     tokens[-1] = eot
-                ids[i, :len(tokens)] = tokens
-            return {"input_ids": ids}
-        ids = np.asarray([enc.ids for enc in encodings], dtype=np.int64)
-        mask = np.asarray([enc.attention_mask for enc in encodings], dtype=np.int64)
-        return {"input_ids": ids, "attention_mask": mask}
+                out[i, :len(tokens)] = tokens
+            return {"input_ids": out}
+        width = max((len(row) for row in ids), default=0)
+        out = np.full((len(ids), width), int(spec.get("pad_id", 0)), np.int64)
+        mask = np.zeros((len(ids), width), np.int64)
+        for i, row in enumerate(ids):
+            out[i, :len(row)] = row
+            mask[i, :len(row)] = 1
+        return {"input_ids": out, "attention_mask": mask}
+
+    def _tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The graph's feeds for one batch of texts."""
+        return self._pad(self._token_ids(texts))
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64,
                     show_progress_bar: bool | None = None) -> np.ndarray:
-        """Embed texts → float32 (n, dim). Texts are batched by length (less padding), output in input order."""
+        """Embed texts → float32 (n, dim), output in input order. Sentence encoders: texts are tokenised once,
+        sorted by token count and batched in that order, so each batch is padded only to its own longest text
+        (CLIP's text tower takes a fixed context, so its batches are simply taken in order)."""
         if "text" not in self.sessions:
             return super().encode_text(texts, batch_size, show_progress_bar)
         texts = check_texts(texts)
         batch_size = _check_batch_size(batch_size)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), np.float32)
         session = self.sessions["text"]
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            ids.extend(self._token_ids(texts[start:start + _TOKENIZE_CHUNK]))
+        if self.manifest["tokenizer"].get("style", "padded") == "clip":
+            order = np.arange(len(texts))
+        else:
+            order = np.argsort([-len(row) for row in ids], kind="stable")
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            feeds = self._tokenize([texts[i] for i in idx])
-            out[idx] = session.run(None, feeds)[0]
+            out[idx] = session.run(None, self._pad([ids[i] for i in idx]))[0]
         return _normalise(out)
 
     # -- images -----------------------------------------------------------------------------------------------

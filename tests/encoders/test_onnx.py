@@ -48,6 +48,16 @@ def test_batching_keeps_input_order(minilm_onnx, banking_sample):
                                atol=1e-5)
 
 
+def test_batches_sorted_by_token_count(minilm_onnx, banking_sample, monkeypatch):
+    texts = banking_sample[:40]
+    widths = []
+    real = minilm_onnx._pad
+    monkeypatch.setattr(minilm_onnx, "_pad", lambda ids: widths.append(max(map(len, ids))) or real(ids))
+    minilm_onnx.encode_text(texts, batch_size=8)
+    lengths = sorted((len(i) for i in minilm_onnx._token_ids(texts)), reverse=True)
+    assert widths == lengths[::8]  # each batch padded only to its own longest text
+
+
 def test_registry_name_and_describe(minilm_onnx):
     path = str(exported("minilm"))
     enc = load_encoder(f"onnx:{path}", cache=False)
