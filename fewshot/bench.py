@@ -64,13 +64,9 @@ def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
     """JSON file ``{label: description}`` → dict; typed errors for anything else."""
     if path is None:
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    except OSError as exc:
-        raise DataFormatError(f"cannot open descriptions file {path}: {exc}") from None
+    from .data import read_json
+
+    obj = read_json(path, "descriptions file")
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
                                             for k, v in obj.items()):
         raise DataFormatError(f"{path}: expected a JSON object mapping each label to a non-empty description")

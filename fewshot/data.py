@@ -199,19 +199,24 @@ def _verify_image(path: Path) -> None:
         raise DataFormatError(f"{path}: unreadable image ({exc}); fix or remove the file") from None
 
 
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """Parse a JSON file; DataFormatError naming the file and line for bad JSON or an unreadable file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise DataFormatError(f"cannot open {what + ' ' if what else ''}{path}: {exc}") from None
+
+
 def load_clinc150(path: str | os.PathLike, split: str = "train", include_oos: bool = False) -> LabelledData:
     """CLINC150 ``data_full.json``: ``split`` in train/val/test (150 in-scope intents) or oos_train/oos_val/
     oos_test (label ``oos``). ``include_oos`` appends the matching ``oos_<split>`` items."""
     path = os.fspath(path)
     if split not in CLINC_SPLITS:
         raise DataFormatError(f"{path}: unknown CLINC150 split {split!r}; choose one of {list(CLINC_SPLITS)}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    except OSError as exc:
-        raise DataFormatError(f"cannot open {path}: {exc}") from None
+    obj = read_json(path)
     if not isinstance(obj, dict) or split not in obj:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise DataFormatError(f"{path}: no split {split!r} (found {keys}); expected CLINC150's data_full.json")
