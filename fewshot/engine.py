@@ -72,11 +72,12 @@ class FewShotEngine:
         """Encode inputs (texts, image paths or PIL images) → (n, dim) float32, L2-normalised."""
         return self.encoder.encode(check_input_list(inputs), **kwargs)
 
-    def describe_vector(self, description: str) -> np.ndarray:
-        """A description → (dim,) prompt vector: normalised mean of the templates filled with it."""
+    def describe_vector(self, description: str, encoder: Encoder | None = None) -> np.ndarray:
+        """A description → (dim,) prompt vector: normalised mean of the templates filled with it, embedded by
+        ``encoder`` (default: the engine's)."""
         if not isinstance(description, str) or not description.strip():
             raise InvalidInputError(f"description must be a non-empty string, got {description!r}")
-        vectors = self.encoder.encode_text(expand(self.templates, description.strip()))
+        vectors = (encoder or self.encoder).encode_text(expand(self.templates, description.strip()))
         mean = vectors.mean(0)
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
@@ -215,10 +216,7 @@ class FewShotEngine:
         labels_arr = np.asarray(labels)
         for c, name in enumerate(classes):
             entry = self.index.entry(name)
-            prompt = None
-            if entry.description is not None:
-                prompt = encoder.encode_text(expand(self.templates, entry.description)).mean(0)
-                prompt = prompt / max(float(np.linalg.norm(prompt)), 1e-12)
+            prompt = None if entry.description is None else self.describe_vector(entry.description, encoder)
             index.add_class(name, description=entry.description, prompt_vector=prompt)
             if (labels_arr == c).any():
                 index.add_vectors(name, vectors[labels_arr == c])
