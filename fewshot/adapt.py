@@ -120,6 +120,11 @@ class Adaptation:
             mapped_cv[mask] = self._transform_support_vectors(class_vectors[mask])
         return ArraySupport(self._transform_support_vectors(vectors), labels, support.n_classes, mapped_cv, mask)
 
+    def calibration_view(self, support: Support) -> ArraySupport:
+        """The support mapped into the adapted space, without soft-k-means prototypes (which were fitted with
+        every support example): what leave-one-out calibration should score."""
+        return self._map_view(support)
+
     def wrap(self, support: Support) -> Support:
         """The adapted view a classifier is fitted on."""
         view = self._map_view(support)

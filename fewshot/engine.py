@@ -159,7 +159,7 @@ class FewShotEngine:
             else:
                 self.classifier = classifier
                 self.classifier_name, self.classifier_config = classifier.name, classifier.config()
-                self._dirty = classifier.support is not self.index
+                self._dirty = True  # refit on the current (possibly adapted) support, whatever it saw before
             self.openset = None
 
     # ------------------------------------------------------------------ refinement
@@ -239,10 +239,8 @@ class FewShotEngine:
         with self._lock:
             if self.index.n_classes == 0:
                 raise NotFittedError("add classes before adapting")
+            self._fit_adaptation(vectors, method, options)  # fails here, before the engine changes
             self.undo_adapt()
-            if "temperature" not in options and self._uses_calibration():
-                options["temperature"] = self._openset().temperature_
-            Adaptation(method, **options).fit(self.index, vectors)  # fails here, before the engine changes
             self.adapt_spec = (vectors, method, dict(options))
             self._changed()
 
@@ -258,10 +256,20 @@ class FewShotEngine:
         if self.adapt_spec is None:
             return self.index
         if self.adaptation is None:
-            from .adapt import Adaptation
-            vectors, method, options = self.adapt_spec
-            self.adaptation = Adaptation(method, **options).fit(self.index, vectors)
+            self.adaptation = self._fit_adaptation(*self.adapt_spec)
         return self.adaptation.wrap(self.index)
+
+    def _fit_adaptation(self, vectors: np.ndarray, method: str, options: dict):
+        """Fit an Adaptation on the current index. Without a user-given temperature, soft k-means uses the
+        temperature calibrated on the current support (leave-one-out), recomputed at every refit."""
+        from .adapt import Adaptation
+        from .openset import fit_temperature, loo_scores
+
+        options = dict(options)
+        if "temperature" not in options and method.endswith("soft-kmeans") and self._uses_calibration():
+            scores, truth = loo_scores(self.index, self.classifier_name, self.classifier_config)
+            options["temperature"] = fit_temperature(scores, truth, self.classifier.logit_scale)
+        return Adaptation(method, **options).fit(self.index, vectors)
 
     def _adapt_queries(self, queries: np.ndarray) -> np.ndarray:
         if self.adapt_spec is None:
@@ -343,8 +351,11 @@ class FewShotEngine:
         """The fitted OpenSetDetector (LOO on the support set). Call with the lock held."""
         from .openset import OpenSetDetector
         if self.openset is None:
+            # calibrate on the adapted space but not on soft-k-means prototypes that saw the held-out examples
+            self._support_view()
+            view = self.adaptation.calibration_view(self.index) if self.adaptation is not None else self.index
             self.openset = OpenSetDetector(**self.openset_config).fit(
-                self._support_view(), self.classifier_name, self.classifier_config,
+                view, self.classifier_name, self.classifier_config,
                 default_temperature=self.classifier.logit_scale)
         return self.openset
 

@@ -128,3 +128,13 @@ def test_reject_marks_unknown_inputs(minilm):
     assert all(p.label is not None for p in eng.predict(support_texts, reject=True))
     preds = eng.predict(["recipe for a chocolate cake with strawberries"], reject=True)
     assert preds[0].label is None and preds[0].top_k
+
+
+def test_set_classifier_instance_refits_on_the_current_classes(engine):
+    from fewshot.classifiers import PrototypeClassifier
+
+    stale = PrototypeClassifier().fit(engine.index)
+    engine.add_class("refund", examples=["I want my money back"])
+    engine.set_classifier(stale)
+    probs = engine.predict_proba(QUERIES)
+    assert probs.shape == (len(QUERIES), 4) and engine.classes[-1] == "refund"
