@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
@@ -151,25 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(sub)
     _add_index(sub)
     _add_demo(sub)
-    try:
-        from .bench import add_bench_arguments, run_bench
-        p = sub.add_parser("bench", help="benchmark episodic / all-classes / zero-shot accuracy")
-        add_bench_arguments(p)
-        p.set_defaults(func=run_bench)
-    except ImportError:
-        pass
-    from .transfer import add_adapt_arguments, run_adapt
-    p = sub.add_parser("adapt", help="fine-tune an image encoder's last stages on a labelled source set of other "
-                       "classes (e.g. Omniglot background), for few-shot on new classes")
-    add_adapt_arguments(p)
-    p.set_defaults(func=run_adapt)
-    try:
-        from .export import add_export_arguments, run_export
-        p = sub.add_parser("export", help="export an encoder to ONNX (optionally int8)")
-        add_export_arguments(p)
-        p.set_defaults(func=run_export)
-    except ImportError:
-        pass
+    # subcommands defined beside their code: (name, module, help); each module exposes add_<name>_arguments
+    # and run_<name>. Imported here so a broken module fails loudly instead of vanishing from the CLI.
+    for name, module, help_text in (
+            ("bench", "fewshot.bench", "benchmark episodic / all-classes / zero-shot / open-set accuracy"),
+            ("adapt", "fewshot.transfer", "fine-tune an image encoder's last stages on a labelled source set of "
+                                          "other classes (e.g. Omniglot background), for few-shot on new classes"),
+            ("export", "fewshot.export", "export an encoder to ONNX (optionally int8)")):
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text)
+        getattr(mod, f"add_{name}_arguments")(p)
+        p.set_defaults(func=getattr(mod, f"run_{name}"))
     return parser
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .classifiers.base import ArraySupport, Support, softmax
+from .errors import InvalidInputError
 
 OOD_SCORES = ("max-score", "msp", "energy")
 TARGETS = ("coverage", "accuracy")
@@ -90,11 +91,11 @@ class OpenSetDetector:
     def __init__(self, score: str = "max-score", keep: float = 0.95, target: str = "coverage",
                  per_class: bool = False, shrinkage: float = 10.0, max_loo_examples: int = 2000, seed: int = 0):
         if score not in OOD_SCORES:
-            raise ValueError(f"score must be one of {OOD_SCORES}, got {score!r}")
+            raise InvalidInputError(f"score must be one of {OOD_SCORES}, got {score!r}")
         if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+            raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
         if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep must be in (0, 1], got {keep}")
+            raise InvalidInputError(f"keep must be in (0, 1], got {keep}")
         self.score, self.keep, self.target, self.per_class = score, float(keep), target, bool(per_class)
         self.shrinkage, self.max_loo_examples, self.seed = float(shrinkage), int(max_loo_examples), int(seed)
         self.temperature_: float = 20.0

@@ -36,6 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import InvalidInputError
+
 #: ``choose_method`` thresholds on the median number of labelled examples per class
 AUTO_RULE = (
     "0 labels in every class → 'zero-shot'; median labels per class < 2 → 'fusion' (training-free prior + "
@@ -57,9 +59,9 @@ def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
     """
     counts = np.asarray(example_counts, dtype=np.int64).ravel()
     if counts.size == 0:
-        raise ValueError("example_counts is empty: add at least one class before refining")
+        raise InvalidInputError("example_counts is empty: add at least one class before refining")
     if (counts < 0).any():
-        raise ValueError(f"example_counts must be >= 0, got min {counts.min()}")
+        raise InvalidInputError(f"example_counts must be >= 0, got min {counts.min()}")
     if counts.sum() == 0:
         return "zero-shot"
     med = float(np.median(counts))
@@ -108,7 +110,7 @@ def _load_st(base) -> tuple[object, str]:
     enc = base if isinstance(base, Encoder) else load_encoder(base)
     model = getattr(enc, "model", None)
     if model is None or not hasattr(model, "tokenize"):
-        raise ValueError(f"encoder {getattr(enc, 'name', base)!r} is not a sentence-transformers model; "
+        raise InvalidInputError(f"encoder {getattr(enc, 'name', base)!r} is not a sentence-transformers model; "
                          "encoder fine-tuning needs 'minilm' or 'st:<name|path>'")
     return copy.deepcopy(model).to("cpu" if getattr(enc, "device", "cpu") == "cpu" else enc.device), enc.name
 
@@ -170,7 +172,6 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
     from tqdm.auto import tqdm
 
     from .encoders.sentence import SentenceTransformerEncoder
-    from .errors import InvalidInputError
 
     threads = torch.get_num_threads()
     torch.set_num_threads(int(num_threads) if num_threads else max(1, (os.cpu_count() or 2) // 2))

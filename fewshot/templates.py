@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+from .errors import InvalidInputError
+
 #: A small ensemble for sentence encoders (intent / topic style classes).
 TEXT_TEMPLATES: tuple[str, ...] = (
     "{}",
@@ -19,7 +21,7 @@ def clip_templates(kind: str = "openai") -> list[str]:
 
     table = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}
     if kind not in table:
-        raise ValueError(f"unknown CLIP template set {kind!r}; choose 'openai' or 'simple'")
+        raise InvalidInputError(f"unknown CLIP template set {kind!r}; choose 'openai' or 'simple'")
     return [t("{}") for t in table[kind]]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import NotFittedError
+from ..errors import InvalidInputError, NotFittedError
 from .base import Classifier, Support
 from .fusion import FusionClassifier
 
@@ -34,11 +34,11 @@ class TipAdapterFClassifier(Classifier):
     def __init__(self, epochs: int = 50, lr: float = 1e-3, reg: float = 1.0, beta: float = 20.0, seed: int = 0):
         super().__init__()
         if int(epochs) < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
+            raise InvalidInputError(f"epochs must be >= 0, got {epochs}")
         if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+            raise InvalidInputError(f"lr must be > 0, got {lr}")
         if reg < 0:
-            raise ValueError(f"reg must be >= 0, got {reg}")
+            raise InvalidInputError(f"reg must be >= 0, got {reg}")
         self.epochs, self.lr, self.reg, self.beta, self.seed = int(epochs), float(lr), float(reg), float(beta), int(seed)
 
     def _fit(self, support: Support) -> None:
@@ -124,7 +124,7 @@ class TipAdapterFClassifier(Classifier):
             raise NotFittedError("no classes: add at least one class before classifying")
         M = np.asarray(state["M"], np.float32)
         if M.shape != (support.n_classes, support.dim):
-            raise ValueError(f"saved centroids have shape {M.shape}, but the support has {support.n_classes} "
+            raise InvalidInputError(f"saved centroids have shape {M.shape}, but the support has {support.n_classes} "
                              f"classes of dim {support.dim}; call fit() to retrain")
         self.support = support
         self.M_, self.K_ = M, np.asarray(state["K"], np.float32)

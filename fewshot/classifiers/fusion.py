@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import NotFittedError
+from ..errors import InvalidInputError, NotFittedError
 from .base import Classifier, Support
 
 #: search grids, fixed a priori (not tuned on any benchmark's test split); inf = zero-shot only
@@ -59,7 +59,7 @@ def cache_scores(sims: np.ndarray, labels: np.ndarray, n_classes: int, beta: flo
         ((n, C) float64 scores, 0 where unavailable; (n, C) bool: the class has a usable example).
     """
     if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+        raise InvalidInputError(f"beta must be > 0, got {beta}")
     n, _ = sims.shape
     onehot = _onehot(labels, n_classes)
     counts = np.broadcast_to(onehot.sum(0), (n, n_classes)).copy()
@@ -137,13 +137,13 @@ class FusionClassifier(Classifier):
                  cache_weights: Sequence[float] = DEFAULT_CACHE_WEIGHTS, logit_scale: float | None = None):
         super().__init__()
         if prior_weight is not None and float(prior_weight) < 0:
-            raise ValueError(f"prior_weight must be >= 0 (inf = zero-shot only), got {prior_weight}")
+            raise InvalidInputError(f"prior_weight must be >= 0 (inf = zero-shot only), got {prior_weight}")
         if cache_weight is not None and not 0.0 <= float(cache_weight) <= 1.0:
-            raise ValueError(f"cache_weight must be in [0, 1], got {cache_weight}")
+            raise InvalidInputError(f"cache_weight must be in [0, 1], got {cache_weight}")
         if float(beta) <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+            raise InvalidInputError(f"beta must be > 0, got {beta}")
         if not len(priors) or not len(cache_weights):
-            raise ValueError("priors and cache_weights grids must be non-empty")
+            raise InvalidInputError("priors and cache_weights grids must be non-empty")
         self.prior_weight = None if prior_weight is None else float(prior_weight)
         self.cache_weight = None if cache_weight is None else float(cache_weight)
         self.beta = float(beta)

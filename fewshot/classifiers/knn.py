@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .base import Classifier
 
 
@@ -16,7 +17,7 @@ class KNNClassifier(Classifier):
     def __init__(self, k: int = 5):
         super().__init__()
         if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise InvalidInputError(f"k must be >= 1, got {k}")
         self.k = int(k)
 
     def _scores(self, queries: np.ndarray) -> np.ndarray:

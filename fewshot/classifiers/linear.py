@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import NotFittedError
+from ..errors import InvalidInputError, NotFittedError
 from .base import Classifier, Support
 from .prototype import normalise_rows
 
@@ -112,13 +112,13 @@ class LinearProbeClassifier(Classifier):
                  max_iter: int = 30):
         super().__init__()
         if lam is not None and lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
+            raise InvalidInputError(f"lam must be >= 0, got {lam}")
         if int(folds) < 2:
-            raise ValueError(f"folds must be >= 2, got {folds}")
+            raise InvalidInputError(f"folds must be >= 2, got {folds}")
         if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+            raise InvalidInputError(f"scale must be > 0, got {scale}")
         if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+            raise InvalidInputError(f"prior_weight must be >= 0, got {prior_weight}")
         self.lam = None if lam is None else float(lam)
         self.lambdas = tuple(float(v) for v in lambdas)
         self.folds = int(folds)
@@ -208,7 +208,7 @@ class LinearProbeClassifier(Classifier):
         """Rebind to ``support`` with the learned weights (no retraining). The class count must match."""
         W = np.asarray(state["W"], np.float32)
         if W.shape != (support.n_classes, support.dim):
-            raise ValueError(f"saved linear weights have shape {W.shape}, but the support has "
+            raise InvalidInputError(f"saved linear weights have shape {W.shape}, but the support has "
                              f"{support.n_classes} classes of dim {support.dim}; call fit() to retrain")
         self.support = support
         self.W_, self.b_ = W, np.asarray(state["b"], np.float32)

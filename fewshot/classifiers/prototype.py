@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .base import Classifier, Support
 
 
@@ -23,7 +24,7 @@ class PrototypeClassifier(Classifier):
     def __init__(self, prior_weight: float = 1.0, center: bool = False):
         super().__init__()
         if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+            raise InvalidInputError(f"prior_weight must be >= 0, got {prior_weight}")
         self.prior_weight = float(prior_weight)
         self.center = bool(center)
 
