@@ -64,6 +64,8 @@ class FewShotEngine:
         self.openset: Any = None                          # fitted OpenSetDetector, lazily
         self.adaptation: Any = None                       # fitted fewshot.adapt.Adaptation, lazily
         self.adapt_spec: tuple[np.ndarray, str, dict] | None = None   # (unlabeled (u, dim), method, options)
+        #: texts a refined encoder trained on: open-set calibration skips them (their scores are optimistic)
+        self.encoder_trained_texts: frozenset[str] = frozenset()
         self._lock = threading.RLock()
         self._dirty = True
 
@@ -171,8 +173,10 @@ class FewShotEngine:
         ``"fusion"``, ``"linear"``, ``"finetune"`` (cache keys, Tip-Adapter-F) or any registered classifier name
         switches the classifier (learned ones train on the support set now, hyperparameters chosen by
         cross-validation on it). ``"encoder"`` fine-tunes a sentence-transformers encoder on the kept raw
-        examples (``options`` go to ``fewshot.refine.finetune_encoder``), re-embeds every example and
-        description with it, and uses a linear probe on top; the tuned encoder is saved with the engine."""
+        examples (``options`` go to ``fewshot.refine.finetune_encoder``; default: contrastive loss, early
+        stopping on a held-out part of the support, no refit so that part stays unseen and open-set thresholds
+        are calibrated on it), re-embeds every example and description with it, and uses a linear probe on
+        top; the tuned encoder is saved with the engine."""
         from .classifiers import CLASSIFIERS
         from .refine import choose_method
 
@@ -208,6 +212,7 @@ class FewShotEngine:
             raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
                                     f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
                                     "images were added)")
+        options = {"refit": False, **options}
         result = finetune_encoder(texts, labels, class_names=classes, base=self.encoder, **options)
         encoder = result.encoder
         encoder.bundle_with_engine = True
@@ -221,6 +226,7 @@ class FewShotEngine:
             if (labels_arr == c).any():
                 index.add_vectors(name, vectors[labels_arr == c])
         self.encoder, self.index = encoder, index
+        self.encoder_trained_texts = frozenset(result.trained_texts)
         self.undo_adapt()
         self._changed()
 
@@ -356,8 +362,22 @@ class FewShotEngine:
             view = self.adaptation.calibration_view(self.index) if self.adaptation is not None else self.index
             self.openset = OpenSetDetector(**self.openset_config).fit(
                 view, self.classifier_name, self.classifier_config,
-                default_temperature=self.classifier.logit_scale)
+                default_temperature=self.classifier.logit_scale, calibrate_on=self._unseen_by_encoder())
         return self.openset
+
+    def _unseen_by_encoder(self) -> np.ndarray | None:
+        """(n,) bool mask over ``index.examples()``: examples the refined encoder did not train on; None when
+        the encoder saw none of them (frozen) or the raw examples do not line up with the index."""
+        if not self.encoder_trained_texts:
+            return None
+        mask = []
+        for name, count in zip(self.index.classes, self.index.example_counts()):
+            raw = self.raw_examples.get(name, [])
+            if len(raw) != count:
+                return None
+            mask += [not (isinstance(x, str) and x in self.encoder_trained_texts) for x in raw]
+        mask = np.asarray(mask, bool)
+        return mask if mask.any() else None
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, portable: bool = False, quantize: str | None = None) -> Path:
@@ -389,7 +409,8 @@ class FewShotEngine:
                         "classifier_config": self.classifier_config, "templates": self.templates,
                         "keep_examples": self.keep_examples, "raw_examples": self.raw_examples,
                         "calibrate": self.calibrate, "openset": self.openset_config,
-                        "adaptation": adaptation}
+                        "adaptation": adaptation,
+                        "encoder_trained_texts": sorted(self.encoder_trained_texts)}
                 (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
             return storage.atomic_save(directory, "fewshot-engine", write)
@@ -425,6 +446,7 @@ class FewShotEngine:
         engine.index = SupportIndex.load(snapshot / "index")
         try:
             engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
+            engine.encoder_trained_texts = frozenset(str(t) for t in meta.get("encoder_trained_texts", []))
             with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
                 state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
             if meta.get("adaptation"):

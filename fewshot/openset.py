@@ -32,17 +32,25 @@ TARGETS = ("coverage", "accuracy")
 
 
 def loo_scores(support: Support, classifier_name: str, classifier_config: dict | None = None,
-               max_examples: int = 2000, n_blocks: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
+               only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-block-out scores of support examples: ((m, C) scores, (m,) true class indices).
 
     Only examples whose class keeps another example, or has a prompt vector, are scored (else the class would
-    vanish when they are held out)."""
+    vanish when they are held out); ``only`` — an (n,) bool mask over ``support.examples()`` — restricts the
+    scored ones further (e.g. to examples a fine-tuned encoder never trained on)."""
     from .classifiers import make_classifier
 
     vectors, labels = support.examples()
     class_vectors, mask = support.class_vectors()
     counts = np.bincount(labels, minlength=support.n_classes)
-    eligible = np.flatnonzero((counts[labels] >= 2) | mask[labels])
+    keep = (counts[labels] >= 2) | mask[labels]
+    if only is not None:
+        only = np.asarray(only, bool)
+        if only.shape != labels.shape:
+            raise InvalidInputError(f"only must be a ({len(labels)},) bool mask, got shape {only.shape}")
+        keep &= only
+    eligible = np.flatnonzero(keep)
     if len(eligible) == 0:
         return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64)
     rng = np.random.default_rng(seed)
@@ -109,11 +117,13 @@ class OpenSetDetector:
                 "shrinkage": self.shrinkage, "max_loo_examples": self.max_loo_examples, "seed": self.seed}
 
     def fit(self, support: Support, classifier_name: str = "prototype",
-            classifier_config: dict | None = None, default_temperature: float = 20.0) -> "OpenSetDetector":
-        """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few)."""
+            classifier_config: dict | None = None, default_temperature: float = 20.0,
+            calibrate_on: np.ndarray | None = None) -> "OpenSetDetector":
+        """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few).
+        ``calibrate_on``: (n,) bool mask over ``support.examples()``, the examples to score (default all)."""
         self.support = support
         scores, truth = loo_scores(support, classifier_name, classifier_config, self.max_loo_examples,
-                                   seed=self.seed)
+                                   seed=self.seed, only=calibrate_on)
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
         self.threshold_, self.class_thresholds_, self.platt_ = -np.inf, None, None
         if len(truth) < 5:

@@ -60,3 +60,35 @@ def test_refine_errors(minilm):
     vec_only.add_class("b", vectors=minilm.encode_text(["z", "w"]))
     with pytest.raises(InvalidInputError):
         vec_only.refine("encoder")
+
+
+def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(minilm, tmp_path, monkeypatch):
+    import fewshot.refine as refine
+
+    eng = build(minilm, 4)
+    held_out = {texts[-1] for texts in CLASSES.values()}
+
+    def fake_finetune(texts, labels, class_names=None, base=None, **options):  # no training: the bookkeeping
+        assert options["refit"] is False  # the engine keeps the held-out part unseen by default
+        return refine.EncoderRefineResult(encoder=type(minilm)(minilm.source), directory=minilm.source, epochs=1,
+                                          trained_texts=frozenset(texts) - held_out)
+
+    monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
+    eng.refine("encoder")
+    mask = eng._unseen_by_encoder()
+    assert mask.sum() == 3 and [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
+        [texts[-1] for texts in CLASSES.values()]
+    calls = []
+    real_loo = __import__("fewshot.openset", fromlist=["loo_scores"]).loo_scores
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("only"))
+        return real_loo(*args, **kwargs)
+
+    monkeypatch.setattr("fewshot.openset.loo_scores", spy)
+    eng.predict(QUERIES, reject=True)
+    assert calls and calls[-1] is not None and calls[-1].sum() == 3
+    eng.save(tmp_path / "eng")
+    reloaded = FewShotEngine.load(tmp_path / "eng", encoder=minilm)
+    assert reloaded.encoder_trained_texts == eng.encoder_trained_texts
+    np.testing.assert_array_equal(reloaded._unseen_by_encoder(), mask)

@@ -80,3 +80,13 @@ def test_bad_arguments():
         OpenSetDetector(keep=0)
     with pytest.raises(ValueError):
         OpenSetDetector(target="x")
+
+
+def test_loo_scores_only_scores_the_masked_examples(rng):
+    _, vectors, labels = clustered(rng)
+    only = np.zeros(len(labels), bool)
+    only[::3] = True
+    scores, truth = loo_scores(ArraySupport(vectors, labels, 8), "prototype", only=only)
+    assert len(truth) == only.sum() and sorted(truth.tolist()) == sorted(labels[only].tolist())
+    with pytest.raises(ValueError, match="mask"):
+        loo_scores(ArraySupport(vectors, labels, 8), "prototype", only=only[:-1])

@@ -64,3 +64,58 @@ def test_bad_inputs():
         finetune_encoder(TEXTS, LABELS[:3], show_progress_bar=False)
     with pytest.raises(ValueError, match="class_names"):
         finetune_encoder(TEXTS[:4], np.array([0, 0, 2, 2]), show_progress_bar=False)
+
+
+def test_supervised_contrastive_loss_matches_the_formula_and_prefers_tight_classes():
+    import torch
+
+    from fewshot.refine import supervised_contrastive_loss
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(6, 8, generator=gen), dim=1)
+    y = torch.tensor([0, 0, 1, 1, 2, 3])  # classes 2 and 3 have no positive: not anchors
+    tau = 0.5
+    sim = (z @ z.T / tau).numpy()
+    expected = []
+    for i in range(4):
+        others = [j for j in range(6) if j != i]
+        log_den = np.log(np.exp(sim[i, others]).sum())
+        pos = [j for j in others if y[j] == y[i]]
+        expected.append(-np.mean([sim[i, j] - log_den for j in pos]))
+    got = float(supervised_contrastive_loss(z, y, tau))
+    assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    # same-class pairs made identical and classes orthogonal → a lower loss than random embeddings
+    tight = torch.nn.functional.normalize(torch.eye(8)[[0, 0, 1, 1, 2, 3]], dim=1)
+    assert float(supervised_contrastive_loss(tight, y, tau)) < got
+    # no positive pair at all: a zero loss that still has a gradient path
+    single = supervised_contrastive_loss(z[:3].clone().requires_grad_(True), torch.tensor([0, 1, 2]), tau)
+    assert float(single.detach()) == 0.0 and single.requires_grad
+
+
+def test_pk_batches_cover_every_paired_example_once():
+    from fewshot.refine import _pk_batches
+
+    labels = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 6, 7, 9, 10, 11])
+    batches = _pk_batches(labels, 4, np.random.default_rng(0))
+    seen = np.concatenate(batches)
+    assert len(seen) == len(set(seen.tolist()))  # each example at most once
+    assert set(seen.tolist()) == set(np.flatnonzero(labels != 0).tolist())  # the singleton class cannot pair
+    for b in batches[:-1]:  # the last batch also takes what one class has left over
+        classes, counts = np.unique(labels[b], return_counts=True)
+        assert len(classes) <= 4 and (counts >= 2).all() and (counts <= 4).all()
+    assert (np.unique(labels[batches[-1]], return_counts=True)[1] >= 2).all()
+
+
+def test_cross_entropy_variant_and_trained_texts(tmp_path):
+    res = finetune_encoder(TEXTS, LABELS, class_names=["lost card", "account balance"], loss="cross-entropy",
+                           max_epochs=1, patience=1, batch_size=8, train_layers=1, refit=False,
+                           output_dir=tmp_path, show_progress_bar=False)
+    assert res.history[0]["epoch"] == 0 and 0 <= res.epochs <= 1
+    if res.epochs == 0:
+        assert res.trained_texts == frozenset()
+    else:  # without refit the held-out part (1 per class here) stays unseen
+        assert len(res.trained_texts) == len(TEXTS) - 2 and res.trained_texts < set(TEXTS)
+    with pytest.raises(ValueError, match="loss"):
+        finetune_encoder(TEXTS, LABELS, loss="triplet", show_progress_bar=False)
+    with pytest.raises(ValueError, match="temperature"):
+        finetune_encoder(TEXTS, LABELS, temperature=0, show_progress_bar=False)
