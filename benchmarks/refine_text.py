@@ -8,7 +8,7 @@ fitted on them (plus the class-name prompt vectors) and evaluated on all of TEST
 (leave-one-out / cross-validation / held-out support split); the test split is only scored.
 
     python benchmarks/refine_text.py                       # frozen-embedding methods, 5 repeats
-    python benchmarks/refine_text.py --methods encoder-ft --repeats 2 --shots 1 5 10 --tag encoder
+    python benchmarks/refine_text.py --methods encoder-ft --shots 1 5 10 --tag encoder
 
 Writes benchmarks/results/refine_<tag>.json and .md.
 """
@@ -80,7 +80,8 @@ def run_encoder_ft(d: dict, idx: np.ndarray, seed: int, head: str = "linear") ->
 
     tr_texts = [d["train"][0][i] for i in idx]
     names = [humanise_label(c) for c in d["classes"]]
-    res = finetune_encoder(tr_texts, d["ytr"][idx], class_names=names, seed=seed, show_progress_bar=False)
+    res = finetune_encoder(tr_texts, d["ytr"][idx], class_names=names, seed=seed, refit=False,
+                           show_progress_bar=False)  # as FewShotEngine.refine("encoder") does
     enc = res.encoder
     pv = enc.encode(expand_all(names)).reshape(len(names), len(TEXT_TEMPLATES), -1).mean(1)
     pv /= np.linalg.norm(pv, axis=1, keepdims=True)

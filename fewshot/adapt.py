@@ -17,6 +17,15 @@ Methods and trade-offs:
                 Largest gains at 0-1 shots when classes are balanced-ish in U; can drift when U holds many
                 inputs of no class (use with open-set rejection off or a clean pool).
 ``"recenter+soft-kmeans"`` both, in that order.
+``"mmd"``       MMD-regularised linear probe: a support-side linear map ``A`` (d × d, starting at the identity) and
+                a linear head (starting at the prototypes) are trained together with cross-entropy on the support
+                examples (and prompt vectors) plus ``mmd_weight`` × the squared maximum mean discrepancy
+                (Gaussian kernels at 0.5/1/2 × the median distance) between the mapped support and the target
+                pool, relative to its value before training, plus ``identity_weight`` · ||A − I||². The classifier
+                then fits on the mapped support (queries are not mapped), so ``refine("linear")`` on top gives
+                the probe on the aligned support. Like CORAL it helps when support and target differ in style;
+                it costs seconds of torch on CPU (``steps`` Adam steps, ≤ 512 target inputs per step),
+                and assumes the pool is mostly made of the known classes.
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ import numpy as np
 from .classifiers.base import ArraySupport, Support, check_vectors, softmax
 from .errors import InvalidInputError
 
-ADAPT_METHODS = ("recenter", "coral", "soft-kmeans", "recenter+soft-kmeans")
+ADAPT_METHODS = ("recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -37,13 +46,20 @@ class Adaptation:
 
     method: str
 
-    def __init__(self, method: str = "recenter", steps: int = 5, temperature: float | None = None,
-                 shrinkage: float = 0.1):
+    def __init__(self, method: str = "recenter", steps: int | None = None, temperature: float | None = None,
+                 shrinkage: float = 0.1, mmd_weight: float = 1.0, identity_weight: float = 1.0, seed: int = 0):
         if method not in ADAPT_METHODS:
             raise InvalidInputError(f"unknown adaptation method {method!r}; choose one of {ADAPT_METHODS}")
+        steps = (100 if method == "mmd" else 5) if steps is None else steps
         if steps < 1:
             raise InvalidInputError(f"steps must be >= 1, got {steps}")
+        if not (mmd_weight >= 0 and identity_weight >= 0):
+            raise InvalidInputError(f"mmd_weight and identity_weight must be >= 0, got {mmd_weight}, "
+                                    f"{identity_weight}")
         self.method, self.steps, self.temperature, self.shrinkage = method, int(steps), temperature, float(shrinkage)
+        self.mmd_weight, self.identity_weight, self.seed = float(mmd_weight), float(identity_weight), int(seed)
+        self.support_map_: np.ndarray | None = None
+        self.mmd_history_: tuple[float, float] | None = None  # squared MMD (before, after)
         self.mean_: np.ndarray | None = None
         self.coral_: np.ndarray | None = None
         self.source_mean_: np.ndarray | None = None
@@ -61,7 +77,48 @@ class Adaptation:
             self._fit_coral(support, unlabeled)
         if self.method.endswith("soft-kmeans"):
             self._fit_soft_kmeans(support, unlabeled)
+        if self.method == "mmd":
+            self._fit_mmd(support, unlabeled)
         return self
+
+    def _fit_mmd(self, support: Support, unlabeled: np.ndarray) -> None:
+        """Joint fit of the (d, d) support map and a (C, d) head; see the module docstring."""
+        import torch
+
+        vectors, labels = support.examples()
+        class_vectors, mask = support.class_vectors()
+        x = np.concatenate([vectors, class_vectors[mask]])
+        y = np.concatenate([labels, np.flatnonzero(mask)]).astype(np.int64)
+        if len(x) < 2:
+            raise InvalidInputError("MMD adaptation needs at least 2 support vectors (examples or prompt vectors)")
+        gen = torch.Generator().manual_seed(self.seed)
+        xs, ys, target = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(unlabeled)
+        head0 = torch.zeros(support.n_classes, support.dim).index_add_(0, ys, xs)
+        head = torch.nn.Parameter(torch.nn.functional.normalize(head0 + 1e-6, dim=1))
+        a = torch.nn.Parameter(torch.eye(support.dim))
+        eye = torch.eye(support.dim)
+        n_target = min(len(unlabeled), 512)
+        with torch.no_grad():  # kernel bandwidths from the median support–target distance, fixed throughout
+            probe = target[torch.randperm(len(target), generator=gen)[:n_target]]
+            median = torch.cdist(xs, probe).median().clamp(min=1e-3)
+            bandwidths = [float(median) * f for f in (0.5, 1.0, 2.0)]
+            mmd0 = float(_mmd2(xs, probe, bandwidths)) + 1e-12
+        opt = torch.optim.Adam([a, head], lr=1e-3)
+        scale = self.temperature or 20.0
+        for _ in range(self.steps):
+            sample = target[torch.randperm(len(target), generator=gen)[:n_target]]
+            z = torch.nn.functional.normalize(xs @ a, dim=1)
+            logits = scale * z @ torch.nn.functional.normalize(head, dim=1).T
+            loss = torch.nn.functional.cross_entropy(logits, ys) + \
+                self.mmd_weight * _mmd2(z, sample, bandwidths) / mmd0 + \
+                self.identity_weight * ((a - eye) ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            z = torch.nn.functional.normalize(xs @ a, dim=1)
+            self.mmd_history_ = (mmd0, float(_mmd2(z, probe, bandwidths)))  # same target sample before/after
+        self.support_map_ = a.detach().numpy().astype(np.float32)
 
     def _fit_coral(self, support: Support, unlabeled: np.ndarray) -> None:
         vectors, _ = support.examples()
@@ -108,6 +165,8 @@ class Adaptation:
         return queries
 
     def _transform_support_vectors(self, x: np.ndarray) -> np.ndarray:
+        if self.support_map_ is not None:
+            return _normalise(x @ self.support_map_) if len(x) else x
         if self.coral_ is not None:
             return _normalise((x - self.source_mean_) @ self.coral_)
         return self.transform_queries(x) if len(x) else x
@@ -131,6 +190,18 @@ class Adaptation:
         if self.prototypes_ is not None:
             return RefinedPrototypeSupport(view, self.prototypes_)
         return view
+
+
+def _mmd2(x, y, bandwidths: list[float]):
+    """Biased squared MMD between (n, d) and (u, d) torch samples, summed over Gaussian kernel bandwidths."""
+    import torch
+
+    total = 0.0
+    dxx, dyy, dxy = torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2, torch.cdist(x, y) ** 2
+    for h in bandwidths:
+        g = 2.0 * h * h
+        total = total + torch.exp(-dxx / g).mean() + torch.exp(-dyy / g).mean() - 2 * torch.exp(-dxy / g).mean()
+    return total
 
 
 class RefinedPrototypeSupport(ArraySupport):

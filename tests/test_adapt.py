@@ -27,7 +27,7 @@ def shifted_task(rng, n_classes=5, dim=16, shift=1.5):
     return support, targets, labels
 
 
-@pytest.mark.parametrize("method", ["recenter", "coral", "soft-kmeans", "recenter+soft-kmeans"])
+@pytest.mark.parametrize("method", ["recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd"])
 def test_adaptation_views_have_the_right_shapes(rng, method):
     support, targets, _ = shifted_task(rng)
     base = ArraySupport(support, np.arange(5), 5, unit_rows(rng.normal(size=(5, 16))))
@@ -50,13 +50,32 @@ def test_recentering_and_soft_kmeans_help_under_a_shared_shift(rng):
         assert acc > plain, (method, acc, plain)
 
 
-def test_engine_adapt_then_undo_restores_predictions_exactly(rng, tmp_path):
+def test_mmd_probe_aligns_support_to_target_deterministically(rng):
+    support, targets, labels = shifted_task(rng)
+    base = ArraySupport(np.repeat(support, 3, 0) + 0.05 * rng.normal(size=(15, 16)).astype(np.float32),
+                        np.repeat(np.arange(5), 3), 5)
+    a = Adaptation("mmd", steps=60).fit(base, targets)
+    before, after = a.mmd_history_
+    without = Adaptation("mmd", steps=60, mmd_weight=0.0).fit(base, targets).mmd_history_[1]
+    assert after < 0.85 * before and after < 0.85 * without  # the MMD term, not the head, shrank the gap
+    b = Adaptation("mmd", steps=60).fit(base, targets)
+    np.testing.assert_array_equal(a.support_map_, b.support_map_)  # same seed → same map
+    assert a.support_map_.shape == (16, 16) and not np.allclose(a.support_map_, np.eye(16))
+    acc = (PrototypeClassifier().fit(a.wrap(base)).scores(targets).argmax(1) == labels).mean()
+    plain = (PrototypeClassifier().fit(base).scores(targets).argmax(1) == labels).mean()
+    assert acc >= plain - 0.02, (acc, plain)  # aligning must not wreck the classes
+    with pytest.raises(InvalidInputError):
+        Adaptation("mmd", mmd_weight=-1)
+
+
+@pytest.mark.parametrize("method", ["recenter+soft-kmeans", "mmd"])
+def test_engine_adapt_then_undo_restores_predictions_exactly(rng, tmp_path, method):
     support, targets, _ = shifted_task(rng)
     eng = FewShotEngine(encoder=VectorEncoder())
     for c in range(5):
         eng.add_class(f"c{c}", vectors=support[c:c + 1] + 0.01 * rng.normal(size=(3, 16)))
     before = eng.predict_proba(targets)
-    eng.adapt(targets, method="recenter+soft-kmeans")
+    eng.adapt(targets, method=method)
     adapted = eng.predict_proba(targets)
     assert not np.allclose(adapted, before)
     eng.save(tmp_path / "eng")
