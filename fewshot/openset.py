@@ -13,7 +13,9 @@ From those LOO scores:
   out-of-scope inputs as well as the score itself, and is comparable across inputs;
 * a threshold is chosen so that a fraction ``keep`` of in-scope inputs is accepted (``target="coverage"``), or so
   that ``keep`` of the correctly classified LOO examples survive (``target="accuracy"``, "keep 95% of in-scope
-  accuracy"). ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one.
+  accuracy"), or so that in-scope accuracy falls by at most ``1 − keep`` in absolute terms (``target="drop"``:
+  at most that share of all LOO examples is both correct and rejected; ``keep=0.98`` → at most 2 points).
+  ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one.
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
 inputs and lets more out-of-scope ones through; thresholds move monotonically with ``keep``.
@@ -28,7 +30,7 @@ from .classifiers.base import ArraySupport, Support, softmax
 from .errors import InvalidInputError
 
 OOD_SCORES = ("max-score", "msp", "energy")
-TARGETS = ("coverage", "accuracy")
+TARGETS = ("coverage", "accuracy", "drop")
 
 
 def loo_scores(support: Support, classifier_name: str, classifier_config: dict | None = None,
@@ -134,13 +136,15 @@ class OpenSetDetector:
         pool = ood if self.target == "coverage" else ood[predicted == truth]
         if len(pool) == 0:
             return self
-        self.threshold_ = float(np.quantile(pool, 1.0 - self.keep))
+        # share of the pool to reject: for "drop" the allowed absolute loss, over the correct share of all
+        reject = 1.0 - self.keep if self.target != "drop" else min(1.0, (1.0 - self.keep) * len(truth) / len(pool))
+        self.threshold_ = float(np.quantile(pool, reject))
         if self.per_class:
             chosen = predicted if self.target == "coverage" else predicted[predicted == truth]
             thresholds = np.full(support.n_classes, self.threshold_)
             for c in np.unique(chosen):
                 own = pool[chosen == c]
-                local = float(np.quantile(own, 1.0 - self.keep))
+                local = float(np.quantile(own, reject))
                 thresholds[c] = (len(own) * local + self.shrinkage * self.threshold_) / (len(own) + self.shrinkage)
             self.class_thresholds_ = thresholds
         return self

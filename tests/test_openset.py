@@ -53,7 +53,7 @@ def test_thresholds_are_monotone_in_keep(rng, score, per_class):
         assert (b <= a + 1e-9).all()
 
 
-@pytest.mark.parametrize("target", ["coverage", "accuracy"])
+@pytest.mark.parametrize("target", ["coverage", "accuracy", "drop"])
 def test_support_examples_are_never_rejected_and_far_inputs_are(rng, target):
     centres, vectors, labels = clustered(rng)
     index = index_from(vectors, labels)
@@ -90,3 +90,21 @@ def test_loo_scores_only_scores_the_masked_examples(rng):
     assert len(truth) == only.sum() and sorted(truth.tolist()) == sorted(labels[only].tolist())
     with pytest.raises(ValueError, match="mask"):
         loo_scores(ArraySupport(vectors, labels, 8), "prototype", only=only[:-1])
+
+
+def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng):
+    _, vectors, labels = clustered(rng)
+    vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes
+    support = ArraySupport(vectors, labels, 8)
+    scores, truth = loo_scores(support, "prototype")
+    correct = scores.argmax(1) == truth
+    assert 0 < correct.mean() < 1
+    previous = np.inf
+    for keep in (0.8, 0.9, 0.95, 0.98, 1.0):
+        det = OpenSetDetector(keep=keep, target="drop").fit(support)
+        lost = (correct & (scores.max(1) < det.threshold_)).mean()
+        assert lost <= (1 - keep) + 1.0 / len(truth), (keep, lost)  # ≤ 1 - keep, up to one example of rounding
+        assert det.threshold_ <= previous + 1e-9
+        previous = det.threshold_
+    assert (correct & (scores.max(1) < OpenSetDetector(keep=0.8, target="drop").fit(support).threshold_)).mean() \
+        > 0.1  # a loose budget is actually spent, not ignored
