@@ -102,7 +102,7 @@ class Adaptation:
             probe = target[torch.randperm(len(target), generator=gen)[:n_target]]
             median = torch.cdist(xs, probe).median().clamp(min=1e-3)
             bandwidths = [float(median) * f for f in (0.5, 1.0, 2.0)]
-            mmd0 = float(_mmd2(xs, probe, bandwidths)) + 1e-12
+            mmd0 = max(float(_mmd2(xs, probe, bandwidths)), 1e-6)  # > 0 even when support ≈ pool
         opt = torch.optim.Adam([a, head], lr=1e-3)
         scale = self.temperature or 20.0
         for _ in range(self.steps):

@@ -27,6 +27,8 @@ from .index import SupportIndex, as_float_vectors
 from .templates import expand
 
 ENGINE_FORMAT_VERSION = 1
+#: open-set calibration after an encoder refine uses only the examples the encoder never trained on, if this many
+MIN_UNSEEN_FOR_CALIBRATION = 10
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class FewShotEngine:
             if (labels_arr == c).any():
                 index.add_vectors(name, vectors[labels_arr == c])
         self.encoder, self.index = encoder, index
-        self.encoder_trained_texts = frozenset(result.trained_texts)
+        self.encoder_trained_texts = self.encoder_trained_texts | frozenset(result.trained_texts)  # + earlier runs
         self.undo_adapt()
         self._changed()
 
@@ -366,8 +368,10 @@ class FewShotEngine:
         return self.openset
 
     def _unseen_by_encoder(self) -> np.ndarray | None:
-        """(n,) bool mask over ``index.examples()``: examples the refined encoder did not train on; None when
-        the encoder saw none of them (frozen) or the raw examples do not line up with the index."""
+        """(n,) bool mask over ``index.examples()``: examples the refined encoder did not train on. None — calibrate
+        on every example — when the encoder trained on none of them, when fewer than ``MIN_UNSEEN_FOR_CALIBRATION``
+        are unseen (after a refit on everything thresholds are then optimistic: fewer rejections), or when the raw
+        examples do not line up with the index."""
         if not self.encoder_trained_texts:
             return None
         mask = []
@@ -377,7 +381,7 @@ class FewShotEngine:
                 return None
             mask += [not (isinstance(x, str) and x in self.encoder_trained_texts) for x in raw]
         mask = np.asarray(mask, bool)
-        return mask if mask.any() else None
+        return mask if mask.sum() >= MIN_UNSEEN_FOR_CALIBRATION else None
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, portable: bool = False, quantize: str | None = None) -> Path:

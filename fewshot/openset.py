@@ -15,7 +15,8 @@ From those LOO scores:
   that ``keep`` of the correctly classified LOO examples survive (``target="accuracy"``, "keep 95% of in-scope
   accuracy"), or so that in-scope accuracy falls by at most ``1 − keep`` in absolute terms (``target="drop"``:
   at most that share of all LOO examples is both correct and rejected; ``keep=0.98`` → at most 2 points).
-  ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one.
+  ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one (with
+  ``"drop"`` that spends the budget unevenly across classes: the bound then holds only for the global threshold).
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
 inputs and lets more out-of-scope ones through; thresholds move monotonically with ``keep``.
@@ -137,8 +138,13 @@ class OpenSetDetector:
         if len(pool) == 0:
             return self
         # share of the pool to reject: for "drop" the allowed absolute loss, over the correct share of all
-        reject = 1.0 - self.keep if self.target != "drop" else min(1.0, (1.0 - self.keep) * len(truth) / len(pool))
-        self.threshold_ = float(np.quantile(pool, reject))
+        if self.target == "drop":  # reject at most floor((1 - keep)·n) correct examples: the lower order statistic
+            allowed = int(np.floor((1.0 - self.keep) * len(truth) + 1e-9))
+            reject = min(1.0, allowed / len(pool))
+            self.threshold_ = float(np.sort(pool)[allowed]) if allowed < len(pool) else float(pool.max()) + 1e-6
+        else:
+            reject = 1.0 - self.keep
+            self.threshold_ = float(np.quantile(pool, reject))
         if self.per_class:
             chosen = predicted if self.target == "coverage" else predicted[predicted == truth]
             thresholds = np.full(support.n_classes, self.threshold_)

@@ -249,11 +249,18 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
         all_y = np.concatenate([tr_y, np.arange(C)]) if class_names is not None else tr_y
         opt = torch.optim.AdamW(_param_groups(model, lr, layer_decay, train_layers, head, head_lr_mult),
                                 weight_decay=weight_decay)
-        steps_per_epoch = len(_pk_batches(all_y, classes_per_batch, np.random.default_rng(0))) if contrastive \
-            else int(math.ceil(len(all_texts) / batch_size))
-        total = steps_per_epoch * n_epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / max(1, int(0.1 * total))) * max(0.0, 1 - s / max(1, total)))
+        steps_per_epoch = int(math.ceil(len(all_texts) / batch_size))
+        if contrastive and not _pk_batches(all_y, classes_per_batch, np.random.default_rng(0)):
+            raise InvalidInputError("the contrastive fine-tune needs a class with two or more texts (examples, "
+                                    "or one example plus its class name)")
+        base_lrs = [g["lr"] for g in opt.param_groups]
+
+        def set_lr(start: float, end: float) -> None:
+            """Linear warm-up over the first 10% of training, then linear decay to 0; ``start``/``end``: the
+            share of training done before / after this step (so the schedule fits however many batches come)."""
+            factor = min(1.0, end / 0.1) * max(0.0, 1.0 - start)
+            for group, base_lr in zip(opt.param_groups, base_lrs):
+                group["lr"] = base_lr * factor
         def validate() -> float:
             with torch.no_grad():
                 model.eval()
@@ -273,14 +280,16 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
             acc0 = validate()
             hist.append({"phase": phase, "epoch": 0, "val_accuracy": acc0})
             best = (acc0, 0, None)
-        bar = tqdm(total=total, desc=f"refine encoder ({phase})", disable=not show_progress_bar, leave=False)
+        bar = tqdm(total=n_epochs, desc=f"refine encoder ({phase}, epochs)", disable=not show_progress_bar,
+                   leave=False)
         for epoch in range(1, n_epochs + 1):
             t0 = time.perf_counter()
             order = rng.permutation(len(all_texts))
             batches = _pk_batches(all_y, classes_per_batch, rng) if contrastive else \
                 [order[s * batch_size:(s + 1) * batch_size] for s in range(steps_per_epoch)]
             losses = []
-            for b in batches:
+            for step, b in enumerate(batches):
+                set_lr((epoch - 1 + step / len(batches)) / n_epochs, (epoch - 1 + (step + 1) / len(batches)) / n_epochs)
                 feats = _tokenize(model, [all_texts[i] for i in b])
                 out = model(feats)["sentence_embedding"]
                 out = torch.nn.functional.normalize(out, dim=1)
@@ -292,10 +301,9 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                sched.step()
                 losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}")
+                bar.set_postfix(step=f"{step + 1}/{len(batches)}", loss=f"{np.mean(losses):.3f}")
+            bar.update(1)
             rec = {"phase": phase, "epoch": epoch, "loss": float(np.mean(losses)),
                    "seconds": time.perf_counter() - t0}
             if val_idx is not None:
@@ -332,6 +340,9 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
     else:
         epochs = default_epochs
         model, _ = run(all_idx, epochs, None, "train", history)
+    if contrastive and class_names is None:  # a class with one text in training never formed a pair
+        counts = np.bincount(y[trained], minlength=C)
+        trained = trained[counts[y[trained]] >= 2]
     directory = str(output_dir) if output_dir is not None else tempfile.mkdtemp(prefix="fewshot-encoder-")
     os.makedirs(directory, exist_ok=True)
     model.save(directory)
@@ -345,16 +356,23 @@ def _pk_batches(labels: np.ndarray, classes_per_batch: int, rng: np.random.Gener
                 per_class: int = 4) -> list[np.ndarray]:
     """One epoch of P×K batches over (m,) ``labels``: each batch holds ``classes_per_batch`` classes with up to
     ``per_class`` examples each; every example with a classmate appears once (singletons cannot form a pair):
-    when one class is left over, its remaining examples join the last batch."""
+    when one class is left over, its remaining examples join random earlier batches, ``per_class`` at a time."""
     pools = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)}
     batches = []
     while True:
         open_classes = [c for c, ids in pools.items() if len(ids) >= 2]
         if len(open_classes) < 2:
-            if open_classes and batches:
-                batches[-1] = np.concatenate([batches[-1], np.asarray(pools[open_classes[0]], np.int64)])
-            elif open_classes:
-                batches.append(np.asarray(pools[open_classes[0]], np.int64))
+            if open_classes:  # one class left: its rest goes, in pairs or more, into random earlier batches
+                rest = pools[open_classes[0]]
+                chunks = [rest[i:i + per_class] for i in range(0, len(rest), per_class)]
+                if len(chunks) > 1 and len(chunks[-1]) == 1:
+                    chunks[-2] = chunks[-2] + chunks.pop()
+                for chunk in chunks:
+                    if batches:
+                        k = int(rng.integers(len(batches)))
+                        batches[k] = np.concatenate([batches[k], np.asarray(chunk, np.int64)])
+                    else:
+                        batches.append(np.asarray(chunk, np.int64))
             break
         chosen = rng.choice(open_classes, min(classes_per_batch, len(open_classes)), replace=False)
         batch = []

@@ -63,10 +63,11 @@ def test_refine_errors(minilm):
 
 
 def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(minilm, tmp_path, monkeypatch):
+    import fewshot.engine as engine_module
     import fewshot.refine as refine
 
     eng = build(minilm, 4)
-    held_out = {texts[-1] for texts in CLASSES.values()}
+    held_out = {t for texts in CLASSES.values() for t in texts[-2:]}
 
     def fake_finetune(texts, labels, class_names=None, base=None, **options):  # no training: the bookkeeping
         assert options["refit"] is False  # the engine keeps the held-out part unseen by default
@@ -75,9 +76,11 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
 
     monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
     eng.refine("encoder")
+    assert eng._unseen_by_encoder() is None  # 6 unseen < MIN_UNSEEN_FOR_CALIBRATION: calibrate on all
+    monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
     mask = eng._unseen_by_encoder()
-    assert mask.sum() == 3 and [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
-        [texts[-1] for texts in CLASSES.values()]
+    assert mask.sum() == 6 and [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
+        [t for texts in CLASSES.values() for t in texts[-2:]]
     calls = []
     real_loo = __import__("fewshot.openset", fromlist=["loo_scores"]).loo_scores
 
@@ -86,9 +89,13 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
         return real_loo(*args, **kwargs)
 
     monkeypatch.setattr("fewshot.openset.loo_scores", spy)
-    eng.predict(QUERIES, reject=True)
-    assert calls and calls[-1] is not None and calls[-1].sum() == 3
+    eng._changed()
+    preds = eng.predict(QUERIES + ["what's the weather like in Lisbon tomorrow"], reject=True)
+    assert calls and calls[-1] is not None and calls[-1].sum() == 6
+    assert preds[-1].label is None and all(p.label is not None for p in preds[:3])  # rejection is live
     eng.save(tmp_path / "eng")
     reloaded = FewShotEngine.load(tmp_path / "eng", encoder=minilm)
     assert reloaded.encoder_trained_texts == eng.encoder_trained_texts
     np.testing.assert_array_equal(reloaded._unseen_by_encoder(), mask)
+    eng.refine("encoder")  # a second refine keeps what the first one trained on
+    assert eng.encoder_trained_texts >= reloaded.encoder_trained_texts

@@ -119,3 +119,5 @@ def test_cross_entropy_variant_and_trained_texts(tmp_path):
         finetune_encoder(TEXTS, LABELS, loss="triplet", show_progress_bar=False)
     with pytest.raises(ValueError, match="temperature"):
         finetune_encoder(TEXTS, LABELS, temperature=0, show_progress_bar=False)
+    with pytest.raises(ValueError, match="two or more"):  # singletons without names: no pair to contrast
+        finetune_encoder(TEXTS[:1] + TEXTS[4:5], np.array([0, 1]), show_progress_bar=False)
