@@ -47,6 +47,8 @@ class BenchData:
         class_vectors: (C, d) float32 L2-normalised prompt vectors, or None for encoders without text.
         same_pool: TRAIN and TEST are the same data (episodes draw support and queries disjointly from it).
         encode_seconds: wall time spent getting embeddings (near zero when cached).
+        train_inputs / test_inputs: the raw TRAIN / TEST items (method ``encoder`` re-embeds them).
+        descriptions: {label: description} used for the prompt vectors.
     """
 
     encoder: str
@@ -58,6 +60,9 @@ class BenchData:
     class_vectors: np.ndarray | None
     same_pool: bool
     encode_seconds: float
+    train_inputs: list | None = None
+    test_inputs: list | None = None
+    descriptions: dict | None = None
 
 
 def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
@@ -74,9 +79,10 @@ def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
 
 
 def class_prompt_vectors(encoder: Any, classes: Sequence[str], descriptions: dict[str, str] | None = None,
-                         cache_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+                         cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> np.ndarray | None:
     """(C, d) float32 L2-normalised mean of the encoder's prompt templates filled with each class's
-    description (or its humanised name). None when the encoder does not embed text."""
+    description (or its humanised name). None when the encoder does not embed text. ``use_cache=False`` for
+    throw-away encoders (a fine-tuned one per repeat)."""
     from .encoders.cache import cached_encode
     from .templates import expand, humanise_label
 
@@ -85,7 +91,8 @@ def class_prompt_vectors(encoder: Any, classes: Sequence[str], descriptions: dic
     descriptions = descriptions or {}
     templates = list(encoder.zero_shot_templates)
     prompts = [p for c in classes for p in expand(templates, descriptions.get(c) or humanise_label(c))]
-    vecs = cached_encode(encoder, prompts, cache_dir=cache_dir).reshape(len(classes), len(templates), -1).mean(1)
+    vecs = cached_encode(encoder, prompts, cache_dir=cache_dir) if use_cache else encoder.encode(prompts)
+    vecs = vecs.reshape(len(classes), len(templates), -1).mean(1)
     return (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
@@ -124,7 +131,8 @@ def prepare(train: str | LabelledData, test: str | LabelledData, encoder: str | 
     _log(f"embeddings ({enc.name}): train {None if train_x is None else train_x.shape}, test {test_x.shape}, "
          f"{seconds:.1f} s (cached after the first run)")
     return BenchData(enc.name, classes, train_x, train_d.label_codes(classes), test_x,
-                     test_d.label_codes(classes), cv, bool(same_pool), seconds)
+                     test_d.label_codes(classes), cv, bool(same_pool), seconds,
+                     list(train_d.inputs) if need_train else None, list(test_d.inputs), dict(descriptions or {}))
 
 
 def encode_cached(encoder: Any, inputs: Sequence[Any], cache_dir: str | os.PathLike | None = None,
@@ -277,7 +285,7 @@ def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_MET
                                     "zero-shot; use a text or CLIP encoder")
         res = run_zero_shot(data.test_x, data.test_y, data.class_vectors)
         return [_result(mode, "zero-shot", len(data.classes), 0, res)]
-    unknown = [m for m in methods if m not in available_methods()]
+    unknown = [m for m in methods if m not in available_methods() + [ENCODER_METHOD]]
     if unknown:
         raise InvalidInputError(f"unknown method(s) {unknown}; choose from {available_methods()}")
     if "zero-shot" in methods and data.class_vectors is None:
@@ -288,6 +296,12 @@ def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_MET
     out = []
     jobs = [(k, m) for k in shots for m in methods]
     for k, m in tqdm(jobs, desc=f"bench {mode}", disable=not progress or len(jobs) < 2):
+        if m == ENCODER_METHOD:
+            if mode != "all" or data.same_pool:
+                raise InvalidInputError(f"method {ENCODER_METHOD!r} (fine-tune the encoder per repeat) runs in "
+                                        "mode 'all' with separate TRAIN and TEST sets")
+            out.append(run_encoder_refine(data, k, n, seed, progress))
+            continue
         if mode == "episodic":
             res = run_episodic(m, data.train_x, data.train_y, None if data.same_pool else data.test_x,
                                None if data.same_pool else data.test_y, n_way=way, n_shot=k, n_query=query,
@@ -301,6 +315,46 @@ def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_MET
                                   n_repeats=n, seed=seed, class_vectors=data.class_vectors)
             out.append(_result(mode, m, len(data.classes), k, res))
     return out
+
+
+ENCODER_METHOD = "encoder"
+
+
+def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
+                       progress: bool = True) -> dict[str, Any]:
+    """Method ``encoder`` in mode 'all': per repeat, K shots per class from TRAIN, the text encoder fine-tuned on
+    them as ``FewShotEngine.refine("encoder")`` does (``fewshot.refine.finetune_encoder``: contrastive, early
+    stopping on a held-out fifth of the support, no refit), then a linear probe on the re-embedded support and
+    prompt vectors, scored on all of TEST. ``seconds`` include the fine-tune and re-embedding TEST."""
+    from .classifiers import ArraySupport, make_classifier
+    from .encoders import load_encoder
+    from .refine import finetune_encoder
+    from .templates import humanise_label
+
+    if data.train_inputs is None or data.test_inputs is None or shots < 1:
+        raise InvalidInputError(f"method {ENCODER_METHOD!r} needs TRAIN texts and at least 1 shot")
+    if not all(isinstance(x, str) for x in data.train_inputs[:100]):
+        raise InvalidInputError(f"method {ENCODER_METHOD!r} fine-tunes a text encoder: the data are not texts")
+    base = load_encoder(data.encoder)
+    names = [(data.descriptions or {}).get(c) or humanise_label(c) for c in data.classes]
+    accs, t0 = [], time.perf_counter()
+    for r in range(repeats):
+        rng = np.random.default_rng(seed + r)
+        idx = np.concatenate([rng.choice(np.flatnonzero(data.train_y == c), shots, replace=False)
+                              for c in range(len(data.classes))])
+        texts = [data.train_inputs[i] for i in idx]
+        tuned = finetune_encoder(texts, data.train_y[idx], class_names=names, base=base, refit=False,
+                                 seed=seed + r, show_progress_bar=progress).encoder
+        prompts = class_prompt_vectors(tuned, data.classes, data.descriptions, use_cache=False) \
+            if data.class_vectors is not None else None
+        support = ArraySupport(tuned.encode_text(texts), data.train_y[idx], len(data.classes), prompts)
+        scores = make_classifier("linear").fit(support).scores(tuned.encode_text(data.test_inputs))
+        accs.append(float((scores.argmax(1) == data.test_y).mean()))
+    arr = np.array(accs)
+    return {"mode": "all", "method": ENCODER_METHOD, "way": len(data.classes), "shot": int(shots),
+            "episodes": len(arr), "accuracy": round(float(arr.mean()), 6),
+            "ci95": round(float(1.96 * arr.std() / np.sqrt(len(arr))), 6),
+            "seconds": round(time.perf_counter() - t0, 4)}
 
 
 # ------------------------------------------------------------------------------------------------ reports
@@ -383,7 +437,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes (episodic, default 600) or repeats (all, default 5)")
     parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
-                        help=f"methods: {', '.join(available_methods())}")
+                        help=f"methods: {', '.join(available_methods())}; 'encoder' (mode all, texts): "
+                             "fine-tune the text encoder on each repeat's support, then a linear probe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transductive", action="store_true",
                         help="all / zero-shot / openset: adapt to the unlabeled TEST pool (recenter + soft "

@@ -184,3 +184,26 @@ def test_image_folder_one_pool(tmp_path, monkeypatch):
     assert len(res) == 6 and all(r["accuracy"] > 0.9 for r in res)
     assert run_bench(parse(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "--query", "3",
                             "--method", "zero-shot", "--cache-dir", str(tmp_path / "c")])) == 2   # no text side
+
+
+def test_encoder_method_fine_tunes_per_repeat_in_all_mode(tmp_path, monkeypatch):
+    """``--method encoder``: the real MiniLM fine-tuned on each repeat's support (tiny: 3 classes × 4 shots)."""
+    from fewshot.bench import prepare, run_mode
+    from fewshot.errors import InvalidInputError
+
+    rows = {"card_lost": ["I lost my card", "my card was stolen", "card missing since yesterday",
+                          "where is my bank card", "cannot find my card", "someone took my card"],
+            "exchange_rate": ["what is the exchange rate", "euro to dollar rate", "how many euros for a pound",
+                              "currency conversion rate today", "rate for yen", "dollar exchange rate now"],
+            "refund": ["I want my money back", "please refund my purchase", "how do I get a refund",
+                       "return and refund", "refund my order", "give me a refund"]}
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{c}\n" for c, ts in rows.items() for t in ts[:4]))
+    test.write_text("text,label\n" + "".join(f"{t},{c}\n" for c, ts in rows.items() for t in ts[4:]))
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    data = prepare(str(train), str(test), "minilm", cache_dir=tmp_path / "cache")
+    (res,) = run_mode(data, "all", methods=["encoder"], shots=[4], episodes=1, progress=False)
+    assert (res["mode"], res["method"], res["way"], res["shot"], res["episodes"]) == ("all", "encoder", 3, 4, 1)
+    assert res["accuracy"] >= 2 / 3  # six easy queries
+    with pytest.raises(InvalidInputError, match="mode 'all'"):
+        run_mode(data, "episodic", methods=["encoder"], shots=[1], episodes=1, progress=False)
