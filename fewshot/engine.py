@@ -450,7 +450,8 @@ class FewShotEngine:
         engine.index = SupportIndex.load(snapshot / "index")
         try:
             engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
-            engine.encoder_trained_texts = frozenset(str(t) for t in meta.get("encoder_trained_texts", []))
+            if encoder is None or engine.encoder.name == meta["encoder"]:  # another encoder never saw these texts
+                engine.encoder_trained_texts = frozenset(str(t) for t in meta.get("encoder_trained_texts", []))
             with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
                 state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
             if meta.get("adaptation"):

@@ -94,8 +94,9 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert calls and calls[-1] is not None and calls[-1].sum() == 6
     assert preds[-1].label is None and all(p.label is not None for p in preds[:3])  # rejection is live
     eng.save(tmp_path / "eng")
-    reloaded = FewShotEngine.load(tmp_path / "eng", encoder=minilm)
+    reloaded = FewShotEngine.load(tmp_path / "eng")
     assert reloaded.encoder_trained_texts == eng.encoder_trained_texts
     np.testing.assert_array_equal(reloaded._unseen_by_encoder(), mask)
+    assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).encoder_trained_texts == frozenset()  # other encoder
     eng.refine("encoder")  # a second refine keeps what the first one trained on
     assert eng.encoder_trained_texts >= reloaded.encoder_trained_texts
