@@ -85,10 +85,7 @@ class Adaptation:
         """Joint fit of the (d, d) support map and a (C, d) head; see the module docstring."""
         import torch
 
-        vectors, labels = support.examples()
-        class_vectors, mask = support.class_vectors()
-        x = np.concatenate([vectors, class_vectors[mask]])
-        y = np.concatenate([labels, np.flatnonzero(mask)]).astype(np.int64)
+        x, y = _support_points(support)
         if len(x) < 2:
             raise InvalidInputError("MMD adaptation needs at least 2 support vectors (examples or prompt vectors)")
         gen = torch.Generator().manual_seed(self.seed)
@@ -121,9 +118,7 @@ class Adaptation:
         self.support_map_ = a.detach().numpy().astype(np.float32)
 
     def _fit_coral(self, support: Support, unlabeled: np.ndarray) -> None:
-        vectors, _ = support.examples()
-        class_vectors, mask = support.class_vectors()
-        source = np.concatenate([vectors, class_vectors[mask]])
+        source, _ = _support_points(support)
         if len(source) < 2:
             raise InvalidInputError("CORAL needs at least 2 support vectors (examples or prompt vectors)")
         d = support.dim
@@ -190,6 +185,14 @@ class Adaptation:
         if self.prototypes_ is not None:
             return RefinedPrototypeSupport(view, self.prototypes_)
         return view
+
+
+def _support_points(support: Support) -> tuple[np.ndarray, np.ndarray]:
+    """Support-side vectors an adaptation fits on: ((m + p, d) examples then prompt vectors, (m + p,) classes)."""
+    vectors, labels = support.examples()
+    class_vectors, mask = support.class_vectors()
+    return (np.concatenate([vectors, class_vectors[mask]]),
+            np.concatenate([labels, np.flatnonzero(mask)]).astype(np.int64))
 
 
 def _mmd2(x, y, bandwidths: list[float]):

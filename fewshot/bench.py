@@ -260,12 +260,17 @@ def run_transductive(data: BenchData, mode: str, *, methods: Sequence[str], shot
                 scores, _ = _score_repeat(m, data.train_x, data.train_y, data.test_x, len(data.classes), k,
                                           seed + r, data.class_vectors, True)
                 accs.append(float((scores.argmax(1) == data.test_y).mean()))
-            arr = np.array(accs)
-            out.append({"mode": mode, "method": f"{m}+transductive", "way": len(data.classes), "shot": int(k),
-                        "episodes": len(arr), "accuracy": round(float(arr.mean()), 6),
-                        "ci95": round(float(1.96 * arr.std() / np.sqrt(len(arr))), 6),
-                        "seconds": round(time.perf_counter() - t0, 4)})
+            out.append(_repeats_row(mode, f"{m}+transductive", len(data.classes), k, accs, time.perf_counter() - t0))
     return out
+
+
+def _repeats_row(mode: str, method: str, way: int, shot: int, accuracies: Sequence[float],
+                 seconds: float) -> dict[str, Any]:
+    """Contract dict for per-repeat accuracies: mean and 95% CI (1.96·std/√R) over the R repeats."""
+    arr = np.asarray(accuracies, np.float64)
+    return {"mode": mode, "method": method, "way": int(way), "shot": int(shot), "episodes": len(arr),
+            "accuracy": round(float(arr.mean()), 6), "ci95": round(float(1.96 * arr.std() / np.sqrt(len(arr))), 6),
+            "seconds": round(seconds, 4)}
 
 
 def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_METHODS, way: int = 5,
@@ -322,12 +327,14 @@ ENCODER_METHOD = "encoder"
 
 def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
                        progress: bool = True) -> dict[str, Any]:
-    """Method ``encoder`` in mode 'all': per repeat, K shots per class from TRAIN, the text encoder fine-tuned on
+    """Method ``encoder`` in mode 'all': per repeat, K shots per class from TRAIN (the draws every other method gets
+    for this seed, ``fewshot.episodes.sample_shots``), the text encoder fine-tuned on
     them as ``FewShotEngine.refine("encoder")`` does (``fewshot.refine.finetune_encoder``: contrastive, early
     stopping on a held-out fifth of the support, no refit), then a linear probe on the re-embedded support and
     prompt vectors, scored on all of TEST. ``seconds`` include the fine-tune and re-embedding TEST."""
     from .classifiers import ArraySupport, make_classifier
     from .encoders import load_encoder
+    from .episodes import sample_shots
     from .refine import finetune_encoder
     from .templates import humanise_label
 
@@ -338,10 +345,9 @@ def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
     base = load_encoder(data.encoder)
     names = [(data.descriptions or {}).get(c) or humanise_label(c) for c in data.classes]
     accs, t0 = [], time.perf_counter()
+    draws = sample_shots(data.train_y, np.arange(len(data.classes)), shots, repeats, seed)  # as the other methods
     for r in range(repeats):
-        rng = np.random.default_rng(seed + r)
-        idx = np.concatenate([rng.choice(np.flatnonzero(data.train_y == c), shots, replace=False)
-                              for c in range(len(data.classes))])
+        idx = draws[r].ravel()
         texts = [data.train_inputs[i] for i in idx]
         tuned = finetune_encoder(texts, data.train_y[idx], class_names=names, base=base, refit=False,
                                  seed=seed + r, show_progress_bar=progress).encoder
@@ -350,11 +356,7 @@ def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
         support = ArraySupport(tuned.encode_text(texts), data.train_y[idx], len(data.classes), prompts)
         scores = make_classifier("linear").fit(support).scores(tuned.encode_text(data.test_inputs))
         accs.append(float((scores.argmax(1) == data.test_y).mean()))
-    arr = np.array(accs)
-    return {"mode": "all", "method": ENCODER_METHOD, "way": len(data.classes), "shot": int(shots),
-            "episodes": len(arr), "accuracy": round(float(arr.mean()), 6),
-            "ci95": round(float(1.96 * arr.std() / np.sqrt(len(arr))), 6),
-            "seconds": round(time.perf_counter() - t0, 4)}
+    return _repeats_row("all", ENCODER_METHOD, len(data.classes), shots, accs, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------------------ reports
