@@ -52,7 +52,8 @@ def main() -> None:
     settings = [("max-score", "coverage", False, 0.95), ("max-score", "coverage", True, 0.95),
                 ("msp", "coverage", False, 0.95), ("energy", "coverage", False, 0.95),
                 ("max-score", "accuracy", False, 0.95), ("max-score", "drop", False, 0.98),
-                ("max-score", "drop", True, 0.98)]
+                ("max-score", "drop", True, 0.98), ("class-relative", "coverage", False, 0.95),
+                ("class-relative", "drop", False, 0.98)]
     rows = []
     for shots in args.shots:
         per_setting = {s: [] for s in settings}

@@ -25,6 +25,7 @@ import numpy as np
 
 from .data import LabelledData, load_dataset, split_spec
 from .errors import DataFormatError, FewShotError, InvalidInputError
+from .openset import OOD_SCORES, TARGETS
 
 MODES = ("episodic", "all", "zero-shot", "openset")
 DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
@@ -168,7 +169,8 @@ def _result(mode: str, method: str, way: int, shot: int, res: Any) -> dict[str, 
 
 def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), shots: Sequence[int] = (10,),
                 repeats: int = 5, seed: int = 0, oos_label: str = "oos", keep: float = 0.95,
-                score: str = "max-score", transductive: bool = False) -> list[dict[str, Any]]:
+                score: str = "class-relative", target: str = "coverage",
+                transductive: bool = False) -> list[dict[str, Any]]:
     """Open-set evaluation: TEST holds in-scope items and items labelled ``oos_label``. For each shot count and
     method, ``repeats`` support draws from TRAIN; the threshold comes from the support set only
     (``fewshot.openset.OpenSetDetector``). Adds ``auroc`` (in-scope vs out-of-scope), ``oos_recall`` (share of
@@ -197,7 +199,7 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
             for r in range(repeats):
                 scores, support = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
                                                 cv, transductive)
-                det = OpenSetDetector(score=score, keep=keep).fit(support, m if m in _classifier_names() else
+                det = OpenSetDetector(score=score, keep=keep, target=target).fit(support, m if m in _classifier_names() else
                                                                   "prototype")
                 accepted = det.accept(scores)
                 correct = scores.argmax(1) == test_y
@@ -448,6 +450,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oos-label", default="oos", help="openset: label of out-of-scope TEST items")
     parser.add_argument("--keep", type=float, default=0.95,
                         help="openset: share of in-scope inputs to accept (threshold from support only)")
+    parser.add_argument("--reject-score", default="class-relative", choices=OOD_SCORES,
+                        help="openset: the in-scope score thresholded (see fewshot/openset.py)")
+    parser.add_argument("--reject-target", default="coverage", choices=TARGETS,
+                        help="openset: what --keep keeps: in-scope inputs (coverage), correct answers (accuracy), "
+                             "or accuracy itself (drop: lose at most 1 - keep)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write results JSON here (+ .md, .png)")
     parser.add_argument("--descriptions", default=None, metavar="FILE",
                         help="JSON {label: description} for zero-shot prompts")
@@ -473,6 +480,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.mode == "openset":
             results = run_openset(data, methods=args.method, shots=args.shot, repeats=args.episodes or 5,
                                   seed=args.seed, oos_label=args.oos_label, keep=args.keep,
+                                  score=args.reject_score, target=args.reject_target,
                                   transductive=args.transductive)
         elif args.transductive:
             results = run_transductive(data, args.mode, methods=args.method, shots=args.shot,

@@ -7,7 +7,9 @@ From those LOO scores:
 * a softmax temperature is fitted by minimising the LOO negative log-likelihood (calibrated probabilities);
 * an out-of-distribution score is computed per input — ``"max-score"`` (top classifier score: for prototypes,
   the cosine to the nearest prototype), ``"msp"`` (top calibrated probability) or ``"energy"``
-  (T·logsumexp(scores/T)) — higher = more in-scope;
+  (T·logsumexp(scores/T)) or ``"class-relative"`` (the top score minus how high the predicted class's own
+  examples usually score: classes differ in how tight they are, so one cosine threshold is too strict for loose
+  classes and too lax for tight ones) — higher = more in-scope;
 * a confidence per label, P(the label is right | its score), is fitted by 1-D logistic regression of LOO
   correctness on the LOO top score (Platt scaling): monotone in the score, so it ranks in-scope above
   out-of-scope inputs as well as the score itself, and is comparable across inputs;
@@ -30,7 +32,7 @@ import numpy as np
 from .classifiers.base import ArraySupport, Support, softmax
 from .errors import InvalidInputError
 
-OOD_SCORES = ("max-score", "msp", "energy")
+OOD_SCORES = ("max-score", "msp", "energy", "class-relative")
 TARGETS = ("coverage", "accuracy", "drop")
 
 
@@ -99,7 +101,7 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.
 class OpenSetDetector:
     """Calibrated probabilities and an accept / reject decision, fitted on support data only."""
 
-    def __init__(self, score: str = "max-score", keep: float = 0.95, target: str = "coverage",
+    def __init__(self, score: str = "class-relative", keep: float = 0.95, target: str = "coverage",
                  per_class: bool = False, shrinkage: float = 10.0, max_loo_examples: int = 2000, seed: int = 0):
         if score not in OOD_SCORES:
             raise InvalidInputError(f"score must be one of {OOD_SCORES}, got {score!r}")
@@ -113,6 +115,7 @@ class OpenSetDetector:
         self.threshold_: float = -np.inf
         self.class_thresholds_: np.ndarray | None = None
         self.platt_: tuple[float, float] | None = None     # (slope, intercept) of the confidence map
+        self.class_offsets_: np.ndarray | None = None      # (C,) for "class-relative": typical score − global
         self.support: Support | None = None
 
     def config(self) -> dict[str, Any]:
@@ -128,11 +131,15 @@ class OpenSetDetector:
         scores, truth = loo_scores(support, classifier_name, classifier_config, self.max_loo_examples,
                                    seed=self.seed, only=calibrate_on)
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
-        self.threshold_, self.class_thresholds_, self.platt_ = -np.inf, None, None
+        self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         if len(truth) < 5:
             return self
-        ood = self.ood_scores(scores)
         predicted = scores.argmax(1)
+        if self.score == "class-relative":
+            self.class_offsets_, ood = class_offsets(scores.max(1), predicted, truth, support.n_classes,
+                                                     self.shrinkage)
+        else:
+            ood = self.ood_scores(scores)
         self.platt_ = fit_platt(scores.max(1), predicted == truth)
         pool = ood if self.target == "coverage" else ood[predicted == truth]
         if len(pool) == 0:
@@ -170,6 +177,9 @@ class OpenSetDetector:
         """(n, C) scores → (n,) in-scope-ness (higher = more likely one of the classes)."""
         if self.score == "max-score":
             return scores.max(1)
+        if self.score == "class-relative":
+            offsets = self.class_offsets_ if self.class_offsets_ is not None else np.zeros(scores.shape[1])
+            return scores.max(1) - offsets[scores.argmax(1)]
         if self.score == "msp":
             return self.probabilities(scores).max(1)
         z = scores * self.temperature_
@@ -188,6 +198,30 @@ class OpenSetDetector:
             exact[~accepted] = sims[:, 0] >= 1.0 - 1e-4   # an input equal to a support example
             accepted |= exact
         return accepted
+
+
+def class_offsets(top: np.ndarray, predicted: np.ndarray, truth: np.ndarray, n_classes: int,
+                  shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class score offsets for the ``"class-relative"`` score, from (m,) LOO top scores, predictions, truth.
+
+    offset_c = mean_c − mean: ``mean_c`` is the mean top score of the LOO examples correctly classified as c,
+    shrunk toward the global ``mean`` of all correct ones with ``shrinkage`` pseudo-examples (a class with no
+    correct LOO example gets offset 0). Returns ((C,) offsets, (m,) LOO class-relative scores), where each correct
+    example's own class offset is computed without it — so thresholds chosen on these scores are not
+    optimistic about the example's own class."""
+    correct = predicted == truth
+    if not correct.any():
+        return np.zeros(n_classes), top.astype(np.float64)
+    top = top.astype(np.float64)
+    mean = float(top[correct].mean())
+    counts = np.bincount(predicted[correct], minlength=n_classes).astype(np.float64)
+    sums = np.bincount(predicted[correct], weights=top[correct], minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offsets = np.where(counts + shrinkage > 0, (sums + shrinkage * mean) / (counts + shrinkage), mean) - mean
+        own_counts = counts[predicted] - correct
+        own_sums = sums[predicted] - np.where(correct, top, 0.0)
+        own = np.where(own_counts + shrinkage > 0, (own_sums + shrinkage * mean) / (own_counts + shrinkage), mean)
+    return offsets, top - (own - mean)
 
 
 def fit_platt(top_scores: np.ndarray, correct: np.ndarray) -> tuple[float, float] | None:

@@ -45,3 +45,26 @@ def test_transductive_flag(tmp_path):
                                            "knn+transductive"]
     assert main(["bench", "--train", train, "--test", str(test_in), "--mode", "episodic", "--transductive"]) == 2
     assert main(["bench", "--train", train, "--test", str(test_in), "--mode", "openset"]) == 2
+
+
+def test_openset_score_and_target_flags_reach_the_detector(tmp_path):
+    train, test = write(tmp_path)
+    rows = {}
+    for flags in (["--reject-score", "max-score"], ["--reject-target", "drop", "--keep", "0.5"],
+                  ["--reject-target", "drop", "--keep", "1.0"]):
+        out = tmp_path / "f.json"
+        assert main(["bench", "--train", train, "--test", test, "--mode", "openset", "--shot", "4",
+                     "--episodes", "2", "--json", str(out)] + flags) == 0
+        rows[" ".join(flags)] = json.loads(out.read_text())["results"][0]
+    # keep=1.0 with the drop target may not lose any accuracy; a budget of half is spent (ignored flags would
+    # give both runs the default coverage threshold and equal results)
+    assert rows["--reject-target drop --keep 1.0"]["accuracy_with_rejection"] == \
+        rows["--reject-target drop --keep 1.0"]["accuracy"]
+    assert rows["--reject-target drop --keep 0.5"]["accuracy_with_rejection"] < \
+        rows["--reject-target drop --keep 1.0"]["accuracy_with_rejection"]
+    try:
+        main(["bench", "--train", train, "--test", test, "--mode", "openset", "--reject-score", "nope"])
+    except SystemExit as exc:  # argparse rejects an unknown score before anything runs
+        assert exc.code == 2
+    else:
+        raise AssertionError("an unknown --reject-score was accepted")

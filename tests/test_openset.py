@@ -4,7 +4,7 @@ import pytest
 from fewshot.classifiers import ArraySupport
 from fewshot.classifiers.base import softmax
 from fewshot.index import SupportIndex
-from fewshot.openset import OpenSetDetector, fit_temperature, loo_scores
+from fewshot.openset import OpenSetDetector, class_offsets, fit_temperature, loo_scores
 from tests.conftest import unit_rows
 
 
@@ -40,7 +40,7 @@ def test_fit_temperature_recovers_a_known_scale(rng):
     assert fit_temperature(scores, labels) == pytest.approx(7.0, rel=0.15)
 
 
-@pytest.mark.parametrize("score", ["max-score", "msp", "energy"])
+@pytest.mark.parametrize("score", ["max-score", "msp", "energy", "class-relative"])
 @pytest.mark.parametrize("per_class", [False, True])
 def test_thresholds_are_monotone_in_keep(rng, score, per_class):
     _, vectors, labels = clustered(rng)
@@ -92,19 +92,73 @@ def test_loo_scores_only_scores_the_masked_examples(rng):
         loo_scores(ArraySupport(vectors, labels, 8), "prototype", only=only[:-1])
 
 
-def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng):
+@pytest.mark.parametrize("score", ["max-score", "class-relative"])
+def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng, score):
     _, vectors, labels = clustered(rng)
     vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes
     support = ArraySupport(vectors, labels, 8)
     scores, truth = loo_scores(support, "prototype")
     correct = scores.argmax(1) == truth
+
+    def loo_ood(det):  # the LOO scores the threshold was chosen on (own class offset without the example)
+        if score == "max-score":
+            return scores.max(1)
+        return class_offsets(scores.max(1), scores.argmax(1), truth, 8, det.shrinkage)[1]
+
     assert 0 < correct.mean() < 1
     previous = np.inf
     for keep in (0.8, 0.9, 0.95, 0.98, 1.0):
-        det = OpenSetDetector(keep=keep, target="drop").fit(support)
-        lost = (correct & (scores.max(1) < det.threshold_)).mean()
+        det = OpenSetDetector(score=score, keep=keep, target="drop").fit(support)
+        lost = (correct & (loo_ood(det) < det.threshold_)).mean()
         assert lost <= (1 - keep) + 1e-9, (keep, lost)
         assert det.threshold_ <= previous + 1e-9
         previous = det.threshold_
-    assert (correct & (scores.max(1) < OpenSetDetector(keep=0.8, target="drop").fit(support).threshold_)).mean() \
-        > 0.1  # a loose budget is actually spent, not ignored
+    det = OpenSetDetector(score=score, keep=0.8, target="drop").fit(support)
+    assert (correct & (loo_ood(det) < det.threshold_)).mean() > 0.1  # a loose budget is spent, not ignored
+
+
+def test_class_offsets_match_a_direct_computation_and_leave_each_example_out(rng):
+    top = rng.uniform(0.3, 0.9, size=40)
+    truth = rng.integers(0, 4, size=40)
+    predicted = np.where(rng.random(40) < 0.8, truth, (truth + 1) % 4)
+    correct = predicted == truth
+    shrink = 3.0
+    offsets, loo = class_offsets(top, predicted, truth, 5, shrink)
+    mean = top[correct].mean()
+    for c in range(5):
+        own = top[correct & (predicted == c)]
+        assert offsets[c] == pytest.approx((own.sum() + shrink * mean) / (len(own) + shrink) - mean)
+    assert offsets[4] == 0.0  # no example predicted as class 4: no offset
+    for i in range(40):
+        others = correct & (predicted == predicted[i])
+        others[i] = False
+        expected = (top[others].sum() + shrink * mean) / (others.sum() + shrink) - mean
+        assert loo[i] == pytest.approx(top[i] - expected)
+
+
+def test_class_relative_score_separates_inputs_near_tight_classes_better_than_one_cosine(rng):
+    """Half the classes are tight, half loose. Out-of-scope inputs sit just outside the tight classes, where a
+    cosine that is normal for a loose class is abnormally low for a tight one."""
+    from sklearn.metrics import roc_auc_score
+
+    from fewshot.classifiers import PrototypeClassifier
+
+    dim, n_classes = 32, 10
+    centres = unit_rows(rng.normal(size=(n_classes, dim)))
+    spread = np.where(np.arange(n_classes) < 5, 0.25, 1.1)       # classes 0-4 tight, 5-9 loose
+
+    def draw(classes, extra=1.0):
+        noise = rng.normal(size=(len(classes), dim)) / np.sqrt(dim)
+        return unit_rows(centres[classes] + (spread[classes] * extra)[:, None] * noise)
+
+    labels = np.repeat(np.arange(n_classes), 10)
+    support = ArraySupport(draw(labels), labels, n_classes)
+    test_classes = np.repeat(np.arange(n_classes), 30)
+    in_scope = draw(test_classes)
+    out_scope = draw(np.repeat(np.arange(5), 30), extra=4.0)     # beyond the tight classes' own spread
+    clf = PrototypeClassifier().fit(support)
+    scores = clf.scores(np.concatenate([in_scope, out_scope]))
+    truth = np.r_[np.ones(len(in_scope)), np.zeros(len(out_scope))]
+    auroc = {s: roc_auc_score(truth, OpenSetDetector(score=s).fit(support).ood_scores(scores))
+             for s in ("max-score", "class-relative")}
+    assert auroc["class-relative"] > auroc["max-score"] + 0.05, auroc
