@@ -5,6 +5,7 @@ is used for measuring, never for choosing. Writes benchmarks/results/openset_cli
 
     python benchmarks/openset_clinc.py [--shots 10] [--repeats 5]
     python benchmarks/openset_clinc.py --refine-encoder --shots 10   # → openset_clinc_refined.{json,md}
+    python benchmarks/openset_clinc.py --shots 10 --classifier linear  # → openset_clinc_linear.{json,md}
 
 ``--refine-encoder`` first fine-tunes MiniLM on each seed's support (``fewshot.refine.finetune_encoder``:
 contrastive loss, early stopping on a held-out fifth of the support, no refit), re-embeds support and queries
@@ -108,7 +109,8 @@ def main() -> None:
                          "repeats": args.repeats, "classifier": args.classifier, **agg,
                          "accuracy_drop_points": 100 * (agg["accuracy"] - agg["accuracy_with_rejection"])})
     OUT.mkdir(exist_ok=True)
-    stem = "openset_clinc_refined" if args.refine_encoder else "openset_clinc"
+    stem = ("openset_clinc_refined" if args.refine_encoder else "openset_clinc") + \
+        ("" if args.classifier == "prototype" else f"_{args.classifier}")
     encoder = "minilm fine-tuned on each support (contrastive, no refit)" if args.refine_encoder else "minilm"
     (OUT / f"{stem}.json").write_text(json.dumps({"encoder": encoder, "data": "CLINC150 test + oos_test",
                                                   "results": rows}, indent=1))
@@ -118,11 +120,13 @@ def main() -> None:
            f"`python benchmarks/openset_clinc.py --refine-encoder --shots {' '.join(map(str, args.shots))}`."
            if args.refine_encoder else
            "thresholds from support only (leave-one-out). Command: "
-           "`python benchmarks/openset_clinc.py`.")
+           f"`python benchmarks/openset_clinc.py --shots {' '.join(map(str, args.shots))} "
+           f"--classifier {args.classifier}`.")
     how += (" Targets: `coverage` keeps `keep` of in-scope support inputs, `accuracy` keeps `keep` of the correct "
             "ones, `drop` lets in-scope accuracy fall by at most 1 − `keep` (0.98 → 2 points); all estimated by "
             "leave-one-out on the support.")
-    lines = [f"# Open set: CLINC150 in-scope test (4,500) vs out-of-scope test (1,000), {encoder}", "",
+    lines = [f"# Open set: CLINC150 in-scope test (4,500) vs out-of-scope test (1,000), {encoder}, "
+             f"{args.classifier} classifier", "",
              f"Support: K examples per class from `train`, {args.repeats} seeds; {how}", "",
              "| K | score | target | keep | per-class | AUROC | accuracy | accuracy with rejection | drop (pts) | "
              "OOS rejected | in-scope rejected | T |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
