@@ -372,6 +372,15 @@ def markdown_table(payload: dict[str, Any], title: str | None = None) -> str:
     for r in payload["results"]:
         lines.append(f"| {r['mode']} | {r['method']} | {r['way']} | {r['shot']} | {r['episodes']} | "
                      f"{100 * r['accuracy']:.2f} | {100 * r['ci95']:.2f} | {r['seconds']:.3f} |")
+    opens = [r for r in payload["results"] if r["mode"] == "openset"]
+    if opens:  # accuracy above is closed-set; the rejection columns are here
+        lines += ["", "| method | shot | AUROC | accuracy (%) | accuracy with rejection (%) | drop (points) | "
+                  "out-of-scope rejected (%) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in opens:
+            lines.append(f"| {r['method']} | {r['shot']} | {r['auroc']:.4f} | {100 * r['accuracy']:.2f} | "
+                         f"{100 * r['accuracy_with_rejection']:.2f} | "
+                         f"{100 * (r['accuracy'] - r['accuracy_with_rejection']):.2f} | "
+                         f"{100 * r['oos_recall']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -384,7 +393,7 @@ def plot_results(payload: dict[str, Any], path: str | os.PathLike, title: str | 
     import matplotlib.pyplot as plt
 
     results = payload["results"]
-    panels = [m for m in ("episodic", "all") if any(r["mode"] == m for r in results)] or ["zero-shot"]
+    panels = [m for m in ("episodic", "all", "openset") if any(r["mode"] == m for r in results)] or ["zero-shot"]
     zero = [r for r in results if r["mode"] == "zero-shot"]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(7.5, 5.5 * len(panels)), 4.2), squeeze=False)
     for ax, mode in zip(axes[0], panels):
@@ -400,7 +409,8 @@ def plot_results(payload: dict[str, Any], path: str | os.PathLike, title: str | 
         if rows:
             way = rows[0]["way"]
             ax.set_xticks(sorted({r["shot"] for r in rows}))
-            ax.set_title(f"{mode}: {way}-way" if mode == "episodic" else f"all classes ({way})")
+            ax.set_title(f"{mode}: {way}-way" if mode == "episodic" else
+                         f"open set, closed-set accuracy ({way})" if mode == "openset" else f"all classes ({way})")
         ax.set_xlabel("shots per class")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)

@@ -28,6 +28,9 @@ def test_openset_mode_reports_auroc_and_rejection(tmp_path):
     assert main(["bench", "--train", train, "--test", test, "--mode", "openset", "--shot", "4",
                  "--episodes", "2", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["results"][0]
+    md = out.with_suffix(".md").read_text()
+    assert "| AUROC |" in md and f"| {row['auroc']:.4f} |" in md   # the rejection columns are reported
+    assert out.with_suffix(".png").stat().st_size > 1000
     assert row["mode"] == "openset" and row["way"] == 3 and row["shot"] == 4 and row["episodes"] == 2
     assert 0 <= row["oos_recall"] <= 1 and 0 <= row["accuracy_with_rejection"] <= row["accuracy"] <= 1
     assert row["auroc"] > 0.7
