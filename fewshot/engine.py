@@ -27,7 +27,8 @@ from .index import SupportIndex, as_float_vectors
 from .templates import expand
 
 ENGINE_FORMAT_VERSION = 1
-#: open-set calibration after an encoder refine uses only the examples the encoder never trained on, if this many
+#: open-set calibration after an encoder refine uses only examples the fine-tune never saw (neither trained on
+#: nor used for early stopping), if there are this many
 MIN_UNSEEN_FOR_CALIBRATION = 10
 
 
@@ -66,8 +67,8 @@ class FewShotEngine:
         self.openset: Any = None                          # fitted OpenSetDetector, lazily
         self.adaptation: Any = None                       # fitted fewshot.adapt.Adaptation, lazily
         self.adapt_spec: tuple[np.ndarray, str, dict] | None = None   # (unlabeled (u, dim), method, options)
-        #: texts a refined encoder trained on: open-set calibration skips them (their scores are optimistic)
-        self.encoder_trained_texts: frozenset[str] = frozenset()
+        #: texts a refine trained on or picked its epoch count with: open-set calibration skips them (optimistic)
+        self.encoder_seen_texts: frozenset[str] = frozenset()
         self._lock = threading.RLock()
         self._dirty = True
 
@@ -175,10 +176,11 @@ class FewShotEngine:
         ``"fusion"``, ``"linear"``, ``"finetune"`` (cache keys, Tip-Adapter-F) or any registered classifier name
         switches the classifier (learned ones train on the support set now, hyperparameters chosen by
         cross-validation on it). ``"encoder"`` fine-tunes a sentence-transformers encoder on the kept raw
-        examples (``options`` go to ``fewshot.refine.finetune_encoder``; default: contrastive loss, early
-        stopping on a held-out part of the support, no refit so that part stays unseen and open-set thresholds
-        are calibrated on it), re-embeds every example and description with it, and uses a linear probe on
-        top; the tuned encoder is saved with the engine."""
+        examples (``options`` go to ``fewshot.refine.finetune_encoder``, except ``calibration_fraction``, see
+        ``_refine_encoder``; default: contrastive loss, early stopping on a held-out part of the support, no
+        refit), keeping a fifth of each class with >= 5 examples away from the fine-tune so that open-set
+        thresholds are calibrated on inputs new to it; re-embeds every example and description with it, and uses
+        a linear probe on top; the tuned encoder is saved with the engine."""
         from .classifiers import CLASSIFIERS
         from .refine import choose_method
 
@@ -198,10 +200,17 @@ class FewShotEngine:
             self._fitted()
             return chosen
 
-    def _refine_encoder(self, **options: Any) -> None:
-        """Fine-tune the text encoder on the raw examples, then rebuild the index in the new space."""
-        from .refine import finetune_encoder
+    def _refine_encoder(self, calibration_fraction: float = 0.2, **options: Any) -> None:
+        """Fine-tune the text encoder on the raw examples, then rebuild the index in the new space.
 
+        ``calibration_fraction`` of each class with >= 5 examples (at least one) is kept away from the fine-tune
+        altogether — neither trained on nor used for early stopping — so that open-set thresholds can be
+        calibrated on inputs that are new to the encoder (when that leaves fewer than
+        ``MIN_UNSEEN_FOR_CALIBRATION``, nothing is kept away). The kept-away examples still join the index."""
+        from .refine import calibration_holdout, finetune_encoder
+
+        if not 0.0 <= calibration_fraction < 1.0:
+            raise InvalidInputError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}")
         classes = self.index.classes
         texts, labels = [], []
         for c, name in enumerate(classes):
@@ -214,13 +223,16 @@ class FewShotEngine:
             raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
                                     f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
                                     "images were added)")
+        labels_arr = np.asarray(labels, np.int64)
+        kept_away = calibration_holdout(labels_arr, calibration_fraction, int(options.get("seed", 0)) + 7919,
+                                        MIN_UNSEEN_FOR_CALIBRATION)
         options = {"refit": False, **options}
-        result = finetune_encoder(texts, labels, class_names=classes, base=self.encoder, **options)
+        result = finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels_arr[~kept_away],
+                                  class_names=classes, base=self.encoder, **options)
         encoder = result.encoder
         encoder.bundle_with_engine = True
         index = SupportIndex(encoder.dim, index_type=self.index.index_type)
         vectors = encoder.encode_text(texts)
-        labels_arr = np.asarray(labels)
         for c, name in enumerate(classes):
             entry = self.index.entry(name)
             prompt = None if entry.description is None else self.describe_vector(entry.description, encoder)
@@ -228,7 +240,8 @@ class FewShotEngine:
             if (labels_arr == c).any():
                 index.add_vectors(name, vectors[labels_arr == c])
         self.encoder, self.index = encoder, index
-        self.encoder_trained_texts = self.encoder_trained_texts | frozenset(result.trained_texts)  # + earlier runs
+        # + earlier runs: a text seen by any refine of this encoder line stays seen
+        self.encoder_seen_texts = self.encoder_seen_texts | result.trained_texts | result.selection_texts
         self.undo_adapt()
         self._changed()
 
@@ -368,18 +381,18 @@ class FewShotEngine:
         return self.openset
 
     def _unseen_by_encoder(self) -> np.ndarray | None:
-        """(n,) bool mask over ``index.examples()``: examples the refined encoder did not train on. None — calibrate
-        on every example — when the encoder trained on none of them, when fewer than ``MIN_UNSEEN_FOR_CALIBRATION``
-        are unseen (after a refit on everything thresholds are then optimistic: fewer rejections), or when the raw
-        examples do not line up with the index."""
-        if not self.encoder_trained_texts:
+        """(n,) bool mask over ``index.examples()``: examples the encoder refines never saw (not trained on, not
+        used for early stopping). None — calibrate on every example — when no refine saw any, when fewer than
+        ``MIN_UNSEEN_FOR_CALIBRATION`` are unseen (thresholds are then optimistic: fewer rejections), or when the
+        raw examples do not line up with the index."""
+        if not self.encoder_seen_texts:
             return None
         mask = []
         for name, count in zip(self.index.classes, self.index.example_counts()):
             raw = self.raw_examples.get(name, [])
             if len(raw) != count:
                 return None
-            mask += [not (isinstance(x, str) and x in self.encoder_trained_texts) for x in raw]
+            mask += [not (isinstance(x, str) and x in self.encoder_seen_texts) for x in raw]
         mask = np.asarray(mask, bool)
         return mask if mask.sum() >= MIN_UNSEEN_FOR_CALIBRATION else None
 
@@ -414,7 +427,7 @@ class FewShotEngine:
                         "keep_examples": self.keep_examples, "raw_examples": self.raw_examples,
                         "calibrate": self.calibrate, "openset": self.openset_config,
                         "adaptation": adaptation,
-                        "encoder_trained_texts": sorted(self.encoder_trained_texts)}
+                        "encoder_seen_texts": sorted(self.encoder_seen_texts)}
                 (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
             return storage.atomic_save(directory, "fewshot-engine", write)
@@ -451,7 +464,8 @@ class FewShotEngine:
         try:
             engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
             if encoder is None or engine.encoder.name == meta["encoder"]:  # another encoder never saw these texts
-                engine.encoder_trained_texts = frozenset(str(t) for t in meta.get("encoder_trained_texts", []))
+                seen = meta.get("encoder_seen_texts", meta.get("encoder_trained_texts", []))  # older saves
+                engine.encoder_seen_texts = frozenset(str(t) for t in seen)
             with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
                 state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
             if meta.get("adaptation"):

@@ -31,8 +31,10 @@ then measures held-out accuracy of nearest class prototypes (computed from the t
 (Banking77/CLINC150 train examples outside the support, never the test split) it gave +1.5 to +3 points over
 the frozen encoder at 10 shots, and tighter classes reject out-of-scope inputs better; ``loss="cross-entropy"``
 is the cosine-head variant above. ``refit=False`` keeps the early-stopped model trained without the held-out
-part: those examples stay unseen, so ``FewShotEngine`` calibrates open-set thresholds on them
-(``EncoderRefineResult.trained_texts``).
+part (``EncoderRefineResult.trained_texts`` excludes it), but that part chose the epoch count, so it is not
+a fair sample for open-set thresholds: ``FewShotEngine.refine("encoder")`` keeps a further part of the
+support away from the fine-tune altogether and calibrates on that (``selection_texts`` names the held-out
+part).
 """
 from __future__ import annotations
 
@@ -103,6 +105,7 @@ class EncoderRefineResult:
     history: list = field(default_factory=list)
     seconds: float = 0.0
     trained_texts: frozenset = frozenset()
+    selection_texts: frozenset = frozenset()   # held out, but their accuracy picked the (> 0) epoch count
 
 
 def _holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -114,6 +117,18 @@ def _holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         if len(idx) >= 3:
             val[rng.choice(idx, max(1, int(math.ceil(fraction * len(idx)))), replace=False)] = True
     return val
+
+
+def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_total: int) -> np.ndarray:
+    """(m,) bool mask: ceil(fraction·n_c) examples (>= 1) of every class with >= 5 examples, to keep away from
+    an encoder fine-tune so that open-set thresholds can be calibrated on inputs new to it (each such class
+    keeps >= 3 for training and early stopping). All False when that makes fewer than ``min_total``."""
+    labels = np.asarray(labels, np.int64)
+    if fraction <= 0 or not len(labels):
+        return np.zeros(len(labels), bool)
+    big = np.bincount(labels)[labels] >= 5
+    kept_away = _holdout(np.where(big, labels, -1), fraction, seed) & big
+    return kept_away if kept_away.sum() >= min_total else np.zeros(len(labels), bool)
 
 
 def _load_st(base) -> tuple[object, str]:
@@ -349,7 +364,9 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
     encoder = SentenceTransformerEncoder(directory, name=f"st:{directory}", device="cpu")
     return EncoderRefineResult(encoder=encoder, directory=directory, epochs=int(epochs), history=history,
                                seconds=time.perf_counter() - t_start,
-                               trained_texts=frozenset(texts[i] for i in trained))
+                               trained_texts=frozenset(texts[i] for i in trained),
+                               selection_texts=frozenset(texts[i] for i in all_idx[val])
+                               if can_validate and epochs else frozenset())  # 0 epochs: the base encoder
 
 
 def _pk_batches(labels: np.ndarray, classes_per_batch: int, rng: np.random.Generator,

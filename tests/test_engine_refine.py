@@ -95,8 +95,45 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert preds[-1].label is None and all(p.label is not None for p in preds[:3])  # rejection is live
     eng.save(tmp_path / "eng")
     reloaded = FewShotEngine.load(tmp_path / "eng")
-    assert reloaded.encoder_trained_texts == eng.encoder_trained_texts
+    assert reloaded.encoder_seen_texts == eng.encoder_seen_texts
     np.testing.assert_array_equal(reloaded._unseen_by_encoder(), mask)
-    assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).encoder_trained_texts == frozenset()  # other encoder
+    assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).encoder_seen_texts == frozenset()  # other encoder
     eng.refine("encoder")  # a second refine keeps what the first one trained on
-    assert eng.encoder_trained_texts >= reloaded.encoder_trained_texts
+    assert eng.encoder_seen_texts >= reloaded.encoder_seen_texts
+
+
+def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_stopping(minilm, monkeypatch):
+    import fewshot.engine as engine_module
+    import fewshot.refine as refine
+
+    texts = {name: [f"{name} example number {i}" for i in range(6)] for name in ("alpha", "beta", "gamma")}
+    eng = FewShotEngine(encoder=minilm)
+    for name, xs in texts.items():
+        eng.add_class(name, examples=xs)
+    received = []
+
+    def fake_finetune(xs, labels, class_names=None, base=None, **options):
+        received.append(list(xs))
+        selection = frozenset(xs[::4])  # pretend these picked the epoch count
+        return refine.EncoderRefineResult(encoder=type(minilm)(minilm.source), directory=minilm.source, epochs=1,
+                                          trained_texts=frozenset(xs) - selection, selection_texts=selection)
+
+    monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
+    eng.refine("encoder")  # 2 per class kept away = 6 < MIN_UNSEEN_FOR_CALIBRATION: nothing kept away
+    assert len(received[-1]) == 18 and eng._unseen_by_encoder() is None
+    monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
+    eng = FewShotEngine(encoder=minilm)
+    for name, xs in texts.items():
+        eng.add_class(name, examples=xs)
+    eng.refine("encoder", seed=3)
+    kept_away = set(sum(texts.values(), [])) - set(received[-1])
+    assert len(received[-1]) == 12 and len(kept_away) == 6
+    assert all(sum(x in kept_away for x in xs) == 2 for xs in texts.values())  # a fifth of each class, rounded up
+    assert len(eng.index) == 18                                                  # they still join the index
+    mask = eng._unseen_by_encoder()
+    assert [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
+        [x for x in sum(texts.values(), []) if x in kept_away]                  # selection texts are not unseen
+    eng.refine("encoder", calibration_fraction=0.0)
+    assert len(received[-1]) == 18
+    with pytest.raises(InvalidInputError, match="calibration_fraction"):
+        eng.refine("encoder", calibration_fraction=1.0)

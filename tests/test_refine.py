@@ -111,10 +111,12 @@ def test_cross_entropy_variant_and_trained_texts(tmp_path):
                            max_epochs=1, patience=1, batch_size=8, train_layers=1, refit=False,
                            output_dir=tmp_path, show_progress_bar=False)
     assert res.history[0]["epoch"] == 0 and 0 <= res.epochs <= 1
-    if res.epochs == 0:
-        assert res.trained_texts == frozenset()
-    else:  # without refit the held-out part (1 per class here) stays unseen
+    if res.epochs == 0:  # the base encoder is kept: nothing was seen
+        assert res.trained_texts == frozenset() and res.selection_texts == frozenset()
+    else:  # without refit the held-out part (1 per class here) is not trained on; it picked the epochs
         assert len(res.trained_texts) == len(TEXTS) - 2 and res.trained_texts < set(TEXTS)
+        assert len(res.selection_texts) == 2 and not res.selection_texts & res.trained_texts
+        assert {LABELS[TEXTS.index(t)] for t in res.selection_texts} == {0, 1}
     with pytest.raises(ValueError, match="loss"):
         finetune_encoder(TEXTS, LABELS, loss="triplet", show_progress_bar=False)
     with pytest.raises(ValueError, match="temperature"):
