@@ -331,9 +331,10 @@ def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
                        progress: bool = True) -> dict[str, Any]:
     """Method ``encoder`` in mode 'all': per repeat, K shots per class from TRAIN (the draws every other method gets
     for this seed, ``fewshot.episodes.sample_shots``), the text encoder fine-tuned on
-    them as ``FewShotEngine.refine("encoder")`` does (``fewshot.refine.finetune_encoder``: contrastive, early
-    stopping on a held-out fifth of the support, no refit), then a linear probe on the re-embedded support and
-    prompt vectors, scored on all of TEST. ``seconds`` include the fine-tune and re-embedding TEST."""
+    them as ``FewShotEngine.refine("encoder", calibration_fraction=0)`` does (``fewshot.refine.finetune_encoder``:
+    contrastive, early stopping on a held-out fifth of the support, no refit; closed-set, so no part is kept away
+    for open-set calibration), then a linear probe on the re-embedded support and prompt vectors, scored on all
+    of TEST. ``seconds`` include the fine-tune and re-embedding TEST."""
     from .classifiers import ArraySupport, make_classifier
     from .encoders import load_encoder
     from .episodes import sample_shots
