@@ -121,7 +121,8 @@ def main() -> None:
     how = ("thresholds from the fifth of the support kept away from the fine-tune (neither trained on nor "
            "used for early stopping; leave-one-out); mean encoder fine-tune time "
            f"{np.mean([r['refine_seconds'] for r in rows]):.0f} s per seed. Command: "
-           f"`python benchmarks/openset_clinc.py --refine-encoder --shots {' '.join(map(str, args.shots))}`."
+           f"`python benchmarks/openset_clinc.py --refine-encoder --shots {' '.join(map(str, args.shots))}"
+           + ("" if args.classifier == "prototype" else f" --classifier {args.classifier}") + "`."
            if args.refine_encoder else
            "thresholds from support only (leave-one-out). Command: "
            f"`python benchmarks/openset_clinc.py --shots {' '.join(map(str, args.shots))} "
