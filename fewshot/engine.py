@@ -209,8 +209,8 @@ class FewShotEngine:
         ``MIN_UNSEEN_FOR_CALIBRATION``, nothing is kept away). The kept-away examples still join the index."""
         from .refine import calibration_holdout, finetune_encoder
 
-        if not 0.0 <= calibration_fraction < 1.0:
-            raise InvalidInputError(f"calibration_fraction must be in [0, 1), got {calibration_fraction}")
+        if not 0.0 <= calibration_fraction <= 0.4:  # more would leave a 5-example class < 3 to train and stop on
+            raise InvalidInputError(f"calibration_fraction must be in [0, 0.4], got {calibration_fraction}")
         classes = self.index.classes
         texts, labels = [], []
         for c, name in enumerate(classes):

@@ -121,8 +121,9 @@ def _holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_total: int) -> np.ndarray:
     """(m,) bool mask: ceil(fraction·n_c) examples (>= 1) of every class with >= 5 examples, to keep away from
-    an encoder fine-tune so that open-set thresholds can be calibrated on inputs new to it (each such class
-    keeps >= 3 for training and early stopping). All False when that makes fewer than ``min_total``."""
+    an encoder fine-tune so that open-set thresholds can be calibrated on inputs new to it (with fraction
+    <= 0.4 each such class keeps >= 3 for training and early stopping). All False when that makes fewer than
+    ``min_total``."""
     labels = np.asarray(labels, np.int64)
     if fraction <= 0 or not len(labels):
         return np.zeros(len(labels), bool)

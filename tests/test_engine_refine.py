@@ -135,5 +135,6 @@ def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_st
         [x for x in sum(texts.values(), []) if x in kept_away]                  # selection texts are not unseen
     eng.refine("encoder", calibration_fraction=0.0)
     assert len(received[-1]) == 18
-    with pytest.raises(InvalidInputError, match="calibration_fraction"):
-        eng.refine("encoder", calibration_fraction=1.0)
+    for bad in (-0.1, 0.5, 1.0):
+        with pytest.raises(InvalidInputError, match="calibration_fraction"):
+            eng.refine("encoder", calibration_fraction=bad)
