@@ -199,8 +199,8 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
             for r in range(repeats):
                 scores, support = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
                                                 cv, transductive)
-                det = OpenSetDetector(score=score, keep=keep, target=target).fit(support, m if m in _classifier_names() else
-                                                                  "prototype")
+                det = OpenSetDetector(score=score, keep=keep, target=target).fit(
+                    support, m if m in _classifier_names() else "prototype")
                 accepted = det.accept(scores)
                 correct = scores.argmax(1) == test_y
                 rows.append((roc_auc_score(is_in, det.ood_scores(scores)), correct[is_in].mean(),
@@ -211,7 +211,8 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
                    "ci95": round(float(1.96 * arr[:, 1].std() / np.sqrt(repeats)), 6),
                    "seconds": round(time.perf_counter() - t0, 4), "auroc": round(float(arr[:, 0].mean()), 6),
                    "accuracy_with_rejection": round(float(arr[:, 2].mean()), 6),
-                   "oos_recall": round(float(arr[:, 3].mean()), 6)}
+                   "oos_recall": round(float(arr[:, 3].mean()), 6),
+                   "reject_score": score, "reject_target": target, "keep": keep}
             out.append(res)
     return out
 
@@ -375,10 +376,11 @@ def markdown_table(payload: dict[str, Any], title: str | None = None) -> str:
                      f"{100 * r['accuracy']:.2f} | {100 * r['ci95']:.2f} | {r['seconds']:.3f} |")
     opens = [r for r in payload["results"] if r["mode"] == "openset"]
     if opens:  # accuracy above is closed-set; the rejection columns are here
-        lines += ["", "| method | shot | AUROC | accuracy (%) | accuracy with rejection (%) | drop (points) | "
-                  "out-of-scope rejected (%) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| method | shot | rejection | AUROC | accuracy (%) | accuracy with rejection (%) | "
+                  "drop (points) | out-of-scope rejected (%) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
         for r in opens:
-            lines.append(f"| {r['method']} | {r['shot']} | {r['auroc']:.4f} | {100 * r['accuracy']:.2f} | "
+            rule = f"{r.get('reject_score', '?')}, {r.get('reject_target', '?')} keep {r.get('keep', '?')}"
+            lines.append(f"| {r['method']} | {r['shot']} | {rule} | {r['auroc']:.4f} | {100 * r['accuracy']:.2f} | "
                          f"{100 * r['accuracy_with_rejection']:.2f} | "
                          f"{100 * (r['accuracy'] - r['accuracy_with_rejection']):.2f} | "
                          f"{100 * r['oos_recall']:.1f} |")

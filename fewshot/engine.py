@@ -24,6 +24,7 @@ from .encoders.base import Encoder, check_input_list
 from .encoders.registry import load_encoder
 from .errors import CorruptIndexError, FewShotError, EmptyClassError, InvalidInputError, NotFittedError
 from .index import SupportIndex, as_float_vectors
+from .openset import OpenSetDetector
 from .templates import expand
 
 ENGINE_FORMAT_VERSION = 1
@@ -224,8 +225,10 @@ class FewShotEngine:
                                     f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
                                     "images were added)")
         labels_arr = np.asarray(labels, np.int64)
+        # drawn among texts no earlier refine saw: a second refine keeps the first one's calibration part unseen
+        unseen_so_far = np.array([t not in self.encoder_seen_texts for t in texts], bool)
         kept_away = calibration_holdout(labels_arr, calibration_fraction, int(options.get("seed", 0)) + 7919,
-                                        MIN_UNSEEN_FOR_CALIBRATION)
+                                        MIN_UNSEEN_FOR_CALIBRATION, eligible=unseen_so_far)
         options = {"refit": False, **options}
         result = finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels_arr[~kept_away],
                                   class_names=classes, base=self.encoder, **options)
@@ -303,7 +306,6 @@ class FewShotEngine:
     def configure_openset(self, **config: Any) -> None:
         """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
         keep, target, per_class, shrinkage). Checked at once; fitted lazily on the support set."""
-        from .openset import OpenSetDetector
         OpenSetDetector(**config)
         with self._lock:
             self.openset_config = dict(config)
@@ -370,7 +372,6 @@ class FewShotEngine:
 
     def _openset(self):
         """The fitted OpenSetDetector (LOO on the support set). Call with the lock held."""
-        from .openset import OpenSetDetector
         if self.openset is None:
             # calibrate on the adapted space but not on soft-k-means prototypes that saw the held-out examples
             self._support_view()
@@ -425,9 +426,12 @@ class FewShotEngine:
                         "encoder_dim": self.encoder.dim, "classifier": self.classifier_name,
                         "classifier_config": self.classifier_config, "templates": self.templates,
                         "keep_examples": self.keep_examples, "raw_examples": self.raw_examples,
-                        "calibrate": self.calibrate, "openset": self.openset_config,
+                        "calibrate": self.calibrate,
+                        # resolved, so that a later change of defaults does not change a saved engine
+                        "openset": OpenSetDetector(**self.openset_config).config(),
                         "adaptation": adaptation,
-                        "encoder_seen_texts": sorted(self.encoder_seen_texts)}
+                        "encoder_seen_texts": sorted(self.encoder_seen_texts),
+                        "encoder_trained_texts": sorted(self.encoder_seen_texts)}  # the key older fewshot reads
                 (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
             return storage.atomic_save(directory, "fewshot-engine", write)
@@ -451,7 +455,9 @@ class FewShotEngine:
         try:
             engine = cls(enc, classifier=meta["classifier"], classifier_config=meta["classifier_config"],
                          device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True),
-                         calibrate=meta.get("calibrate", True), openset=meta.get("openset") or {})
+                         calibrate=meta.get("calibrate", True),
+                         # saves from before the "class-relative" default rejected by the plain top score
+                         openset={"score": "max-score", **(meta.get("openset") or {})})
         except FewShotError:
             raise
         except (TypeError, ValueError) as exc:  # e.g. an unknown classifier or bad config in engine.json

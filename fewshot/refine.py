@@ -97,6 +97,8 @@ class EncoderRefineResult:
         seconds: total wall time.
         trained_texts: the support texts the returned encoder was trained on (all of them after a refit; without
             the held-out part when ``refit=False``; none when the base model was kept).
+        selection_texts: the held-out texts whose accuracy chose the epoch count (none when the base model was
+            kept): not trained on, but not a fair sample for calibration either.
     """
 
     encoder: object
@@ -119,16 +121,24 @@ def _holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return val
 
 
-def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_total: int) -> np.ndarray:
-    """(m,) bool mask: ceil(fraction·n_c) examples (>= 1) of every class with >= 5 examples, to keep away from
-    an encoder fine-tune so that open-set thresholds can be calibrated on inputs new to it (with fraction
-    <= 0.4 each such class keeps >= 3 for training and early stopping). All False when that makes fewer than
-    ``min_total``."""
+def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_total: int,
+                        eligible: np.ndarray | None = None) -> np.ndarray:
+    """(m,) bool mask: ceil(fraction·n_c) examples (>= 1) of every class with n_c >= 5 examples, drawn from the
+    ``eligible`` ones (default all; e.g. those no earlier fine-tune saw), to keep away from an encoder fine-tune
+    so that open-set thresholds can be calibrated on inputs new to it (with fraction <= 0.4 each such class
+    keeps >= 3 for training and early stopping). All False when that makes fewer than ``min_total``."""
     labels = np.asarray(labels, np.int64)
+    kept_away = np.zeros(len(labels), bool)
     if fraction <= 0 or not len(labels):
-        return np.zeros(len(labels), bool)
-    big = np.bincount(labels)[labels] >= 5
-    kept_away = _holdout(np.where(big, labels, -1), fraction, seed) & big
+        return kept_away
+    eligible = np.ones(len(labels), bool) if eligible is None else np.asarray(eligible, bool)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        pool = idx[eligible[idx]]
+        if len(idx) >= 5 and len(pool):
+            take = min(len(pool), max(1, int(math.ceil(fraction * len(idx)))))
+            kept_away[rng.choice(pool, take, replace=False)] = True
     return kept_away if kept_away.sum() >= min_total else np.zeros(len(labels), bool)
 
 

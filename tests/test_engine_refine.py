@@ -138,3 +138,52 @@ def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_st
     for bad in (-0.1, 0.5, 1.0):
         with pytest.raises(InvalidInputError, match="calibration_fraction"):
             eng.refine("encoder", calibration_fraction=bad)
+
+
+def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(minilm, monkeypatch):
+    import fewshot.engine as engine_module
+    import fewshot.refine as refine
+
+    monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
+    texts = {name: [f"{name} example number {i}" for i in range(6)] for name in ("alpha", "beta", "gamma")}
+    eng = FewShotEngine(encoder=minilm)
+    for name, xs in texts.items():
+        eng.add_class(name, examples=xs)
+    received = []
+
+    def fake_finetune(xs, labels, class_names=None, base=None, **options):
+        received.append(set(xs))
+        return refine.EncoderRefineResult(encoder=type(minilm)(minilm.source), directory=minilm.source, epochs=1,
+                                          trained_texts=frozenset(xs))
+
+    monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
+    eng.refine("encoder", seed=0)
+    first_kept_away = set(sum(texts.values(), [])) - received[-1]
+    for seed in (1, 2, 3):  # another seed would draw other examples if it could
+        eng.refine("encoder", seed=seed)
+        assert not received[-1] & first_kept_away
+    mask = eng._unseen_by_encoder()
+    assert {x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m} == first_kept_away
+
+
+def test_engines_saved_before_the_class_relative_default_keep_their_rejection(minilm, tmp_path):
+    import json
+
+    eng = build(minilm, 4)
+    eng.save(tmp_path / "eng")
+    meta_path = next((tmp_path / "eng").rglob("engine.json"))
+    meta = json.loads(meta_path.read_text())
+    assert meta["openset"]["score"] == "class-relative"  # saved resolved, not as {}
+    assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).openset_config["score"] == "class-relative"
+    meta["openset"] = {}                                  # as older versions wrote it
+    meta["encoder_trained_texts"] = ["I lost my card"]    # and the older key only
+    del meta["encoder_seen_texts"]
+    meta_path.write_text(json.dumps(meta))
+    from fewshot.storage import MANIFEST, sha256_file    # re-seal the edited file, as an older version saved it
+    manifest_path = meta_path.parent / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["engine.json"] = {"sha256": sha256_file(meta_path), "bytes": meta_path.stat().st_size}
+    manifest_path.write_text(json.dumps(manifest))
+    old = FewShotEngine.load(tmp_path / "eng")
+    assert old.openset_config["score"] == "max-score"
+    assert old.encoder_seen_texts == frozenset({"I lost my card"})

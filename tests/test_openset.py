@@ -162,3 +162,8 @@ def test_class_relative_score_separates_inputs_near_tight_classes_better_than_on
     auroc = {s: roc_auc_score(truth, OpenSetDetector(score=s).fit(support).ood_scores(scores))
              for s in ("max-score", "class-relative")}
     assert auroc["class-relative"] > auroc["max-score"] + 0.05, auroc
+    # the confidence of the top label ranks inputs exactly as the rejection score does
+    det = OpenSetDetector(score="class-relative").fit(support)
+    top_confidence = det.confidences(scores)[np.arange(len(scores)), scores.argmax(1)]
+    order = np.argsort(det.ood_scores(scores), kind="stable")
+    assert (np.diff(top_confidence[order]) >= -1e-12).all()
