@@ -162,8 +162,19 @@ def test_class_relative_score_separates_inputs_near_tight_classes_better_than_on
     auroc = {s: roc_auc_score(truth, OpenSetDetector(score=s).fit(support).ood_scores(scores))
              for s in ("max-score", "class-relative")}
     assert auroc["class-relative"] > auroc["max-score"] + 0.05, auroc
-    # the confidence of the top label ranks inputs exactly as the rejection score does
+
+
+
+def test_class_relative_confidence_ranks_inputs_as_rejection_does(rng):
+    from fewshot.classifiers import PrototypeClassifier
+
+    _, vectors, labels = clustered(rng)
+    vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes: Platt can be fitted
+    support = ArraySupport(vectors, labels, 8)
     det = OpenSetDetector(score="class-relative").fit(support)
+    assert det.platt_ is not None and np.abs(det.class_offsets_).max() > 0
+    queries = unit_rows(rng.normal(size=(300, 24)) + vectors[rng.integers(0, len(vectors), 300)] * 3)
+    scores = PrototypeClassifier().fit(support).scores(queries)
     top_confidence = det.confidences(scores)[np.arange(len(scores)), scores.argmax(1)]
     order = np.argsort(det.ood_scores(scores), kind="stable")
-    assert (np.diff(top_confidence[order]) >= -1e-12).all()
+    assert (np.diff(top_confidence[order]) >= -1e-12).all()   # accepted inputs never less confident
