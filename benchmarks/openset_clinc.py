@@ -70,10 +70,10 @@ def main() -> None:
             if args.refine_encoder:  # fine-tuned embeddings are kept per seed, so re-runs skip the fine-tune
                 cache = Path(args.refined_cache) / f"clinc_k{shots}_seed{seed}_kept_away.npz"
                 if not cache.exists():
-                    from fewshot.engine import MIN_UNSEEN_FOR_CALIBRATION
+                    from fewshot.engine import CALIBRATION_FRACTION, MIN_UNSEEN_FOR_CALIBRATION
                     from fewshot.refine import calibration_holdout, finetune_encoder
                     texts = [train.inputs[i] for i in idx]
-                    unseen = calibration_holdout(y_train[idx], 0.2, seed + 7919, MIN_UNSEEN_FOR_CALIBRATION)
+                    unseen = calibration_holdout(y_train[idx], CALIBRATION_FRACTION, seed, MIN_UNSEEN_FOR_CALIBRATION)
                     res = finetune_encoder([t for t, k in zip(texts, unseen) if not k], y_train[idx][~unseen],
                                            refit=False, seed=seed)
                     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +136,8 @@ def main() -> None:
              "| K | score | target | keep | per-class | AUROC | accuracy | accuracy with rejection | drop (pts) | "
              "OOS rejected | in-scope rejected | T |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['shots']} | {r['score']} | {r['target']} | {r['keep']} | {r['per_class']} | {r['auroc']:.4f} ± "
-                     f"{r['auroc_ci95']:.4f} | {r['accuracy']:.4f} | {r['accuracy_with_rejection']:.4f} | "
+        lines.append(f"| {r['shots']} | {r['score']} | {r['target']} | {r['keep']} | {r['per_class']} | "
+                     f"{r['auroc']:.4f} ± {r['auroc_ci95']:.4f} | {r['accuracy']:.4f} | {r['accuracy_with_rejection']:.4f} | "
                      f"{r['accuracy_drop_points']:.2f} | {r['oos_recall']:.3f} | {r['in_scope_rejected']:.3f} | "
                      f"{r['temperature']:.1f} |")
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -31,6 +31,8 @@ ENGINE_FORMAT_VERSION = 1
 #: open-set calibration after an encoder refine uses only examples the fine-tune never saw (neither trained on
 #: nor used for early stopping), if there are this many
 MIN_UNSEEN_FOR_CALIBRATION = 10
+#: share of each class (with >= 5 examples) that refine("encoder") keeps away from the fine-tune for calibration
+CALIBRATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ class FewShotEngine:
             self._fitted()
             return chosen
 
-    def _refine_encoder(self, calibration_fraction: float = 0.2, **options: Any) -> None:
+    def _refine_encoder(self, calibration_fraction: float = CALIBRATION_FRACTION, **options: Any) -> None:
         """Fine-tune the text encoder on the raw examples, then rebuild the index in the new space.
 
         ``calibration_fraction`` of each class with >= 5 examples (at least one) is kept away from the fine-tune
@@ -227,7 +229,7 @@ class FewShotEngine:
         labels_arr = np.asarray(labels, np.int64)
         # drawn among texts no earlier refine saw: a second refine keeps the first one's calibration part unseen
         unseen_so_far = np.array([t not in self.encoder_seen_texts for t in texts], bool)
-        kept_away = calibration_holdout(labels_arr, calibration_fraction, int(options.get("seed", 0)) + 7919,
+        kept_away = calibration_holdout(labels_arr, calibration_fraction, int(options.get("seed", 0)),
                                         MIN_UNSEEN_FOR_CALIBRATION, eligible=unseen_so_far)
         options = {"refit": False, **options}
         result = finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels_arr[~kept_away],

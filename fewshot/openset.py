@@ -11,15 +11,16 @@ From those LOO scores:
   examples usually score: classes differ in how tight they are, so one cosine threshold is too strict for loose
   classes and too lax for tight ones) — higher = more in-scope;
 * a confidence per label, P(the label is right | its score), is fitted by 1-D logistic regression of LOO
-  correctness on the LOO top score (Platt scaling; the class-relative top score when that is the rejection score): monotone in the score, so it ranks in-scope above
-  out-of-scope inputs as well as the score itself, and is comparable across inputs;
+  correctness on the LOO top score (Platt scaling; on the class-relative top score when that is the rejection
+  score): monotone in the score, so it ranks in-scope above out-of-scope inputs as well as the score itself, and
+  is comparable across inputs;
 * a threshold is chosen so that a fraction ``keep`` of in-scope inputs is accepted (``target="coverage"``), or so
   that ``keep`` of the correctly classified LOO examples survive (``target="accuracy"``, "keep 95% of in-scope
   accuracy"), or so that in-scope accuracy falls by at most ``1 − keep`` in absolute terms (``target="drop"``:
   at most that share of all LOO examples is both correct and rejected; ``keep=0.98`` → at most 2 points).
   ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one by ``shrinkage``
-  pseudo-examples (the same ``shrinkage`` shrinks the class-relative offsets toward 0) (with
-  ``"drop"`` that spends the budget unevenly across classes: the bound then holds only for the global threshold).
+  pseudo-examples; with ``"drop"`` that spends the budget unevenly across classes, so the bound then holds only
+  for the global threshold. The same ``shrinkage`` shrinks the class-relative offsets toward 0.
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
 inputs and lets more out-of-scope ones through; thresholds move monotonically with ``keep``.
@@ -136,13 +137,14 @@ class OpenSetDetector:
         if len(truth) < 5:
             return self
         predicted = scores.argmax(1)
+        # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy: the top score)
         if self.score == "class-relative":
             self.class_offsets_, ood = class_offsets(scores.max(1), predicted, truth, support.n_classes,
                                                      self.shrinkage)
+            confidence_scores = ood
         else:
-            ood = self.ood_scores(scores)
-        # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy: the top score)
-        self.platt_ = fit_platt(ood if self.score == "class-relative" else scores.max(1), predicted == truth)
+            ood, confidence_scores = self.ood_scores(scores), scores.max(1)
+        self.platt_ = fit_platt(confidence_scores, predicted == truth)
         pool = ood if self.target == "coverage" else ood[predicted == truth]
         if len(pool) == 0:
             return self

@@ -110,15 +110,20 @@ class EncoderRefineResult:
     selection_texts: frozenset = frozenset()   # held out, but their accuracy picked the (> 0) epoch count
 
 
-def _holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """(m,) bool validation mask: ceil(fraction·n_c) examples (>= 1) of every class with >= 3 examples."""
+def _holdout(labels: np.ndarray, fraction: float, seed: int, min_class: int = 3,
+             eligible: np.ndarray | None = None) -> np.ndarray:
+    """(m,) bool mask: ceil(fraction·n_c) examples (>= 1) of every class with n_c >= ``min_class`` examples,
+    drawn from its ``eligible`` ones (default all; fewer if fewer are eligible)."""
+    labels = np.asarray(labels, np.int64)
+    eligible = np.ones(len(labels), bool) if eligible is None else np.asarray(eligible, bool)
     rng = np.random.default_rng(seed)
-    val = np.zeros(len(labels), bool)
+    picked = np.zeros(len(labels), bool)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        if len(idx) >= 3:
-            val[rng.choice(idx, max(1, int(math.ceil(fraction * len(idx)))), replace=False)] = True
-    return val
+        pool = idx[eligible[idx]]
+        if len(idx) >= min_class and len(pool):
+            picked[rng.choice(pool, min(len(pool), max(1, int(math.ceil(fraction * len(idx))))), replace=False)] = True
+    return picked
 
 
 def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_total: int,
@@ -126,19 +131,11 @@ def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_tota
     """(m,) bool mask: ceil(fraction·n_c) examples (>= 1) of every class with n_c >= 5 examples, drawn from the
     ``eligible`` ones (default all; e.g. those no earlier fine-tune saw), to keep away from an encoder fine-tune
     so that open-set thresholds can be calibrated on inputs new to it (with fraction <= 0.4 each such class
-    keeps >= 3 for training and early stopping). All False when that makes fewer than ``min_total``."""
-    labels = np.asarray(labels, np.int64)
-    kept_away = np.zeros(len(labels), bool)
+    keeps >= 3 for training and early stopping). All False when that makes fewer than ``min_total``. ``seed``:
+    the fine-tune's; the draw is offset from it, independent of the fine-tune's own early-stopping hold-out."""
     if fraction <= 0 or not len(labels):
-        return kept_away
-    eligible = np.ones(len(labels), bool) if eligible is None else np.asarray(eligible, bool)
-    rng = np.random.default_rng(seed)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        pool = idx[eligible[idx]]
-        if len(idx) >= 5 and len(pool):
-            take = min(len(pool), max(1, int(math.ceil(fraction * len(idx)))))
-            kept_away[rng.choice(pool, take, replace=False)] = True
+        return np.zeros(len(labels), bool)
+    kept_away = _holdout(labels, fraction, seed + 7919, min_class=5, eligible=eligible)
     return kept_away if kept_away.sum() >= min_total else np.zeros(len(labels), bool)
 
 

@@ -102,37 +102,50 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert eng.encoder_seen_texts >= reloaded.encoder_seen_texts
 
 
-def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_stopping(minilm, monkeypatch):
-    import fewshot.engine as engine_module
+SIX_PER_CLASS = {name: [f"{name} example number {i}" for i in range(6)] for name in ("alpha", "beta", "gamma")}
+
+
+def six_per_class_engine(minilm):
+    eng = FewShotEngine(encoder=minilm)
+    for name, xs in SIX_PER_CLASS.items():
+        eng.add_class(name, examples=xs)
+    return eng
+
+
+def record_finetunes(minilm, monkeypatch, selection_every: int | None = None) -> list[list[str]]:
+    """Replace the fine-tune by bookkeeping only; returns the list the texts of each call are appended to.
+    ``selection_every``: every n-th received text is reported as having picked the epoch count."""
     import fewshot.refine as refine
 
-    texts = {name: [f"{name} example number {i}" for i in range(6)] for name in ("alpha", "beta", "gamma")}
-    eng = FewShotEngine(encoder=minilm)
-    for name, xs in texts.items():
-        eng.add_class(name, examples=xs)
     received = []
 
     def fake_finetune(xs, labels, class_names=None, base=None, **options):
         received.append(list(xs))
-        selection = frozenset(xs[::4])  # pretend these picked the epoch count
+        selection = frozenset(xs[::selection_every]) if selection_every else frozenset()
         return refine.EncoderRefineResult(encoder=type(minilm)(minilm.source), directory=minilm.source, epochs=1,
                                           trained_texts=frozenset(xs) - selection, selection_texts=selection)
 
     monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
+    return received
+
+
+def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_stopping(minilm, monkeypatch):
+    import fewshot.engine as engine_module
+
+    received = record_finetunes(minilm, monkeypatch, selection_every=4)
+    eng = six_per_class_engine(minilm)
     eng.refine("encoder")  # 2 per class kept away = 6 < MIN_UNSEEN_FOR_CALIBRATION: nothing kept away
     assert len(received[-1]) == 18 and eng._unseen_by_encoder() is None
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
-    eng = FewShotEngine(encoder=minilm)
-    for name, xs in texts.items():
-        eng.add_class(name, examples=xs)
+    eng = six_per_class_engine(minilm)
     eng.refine("encoder", seed=3)
-    kept_away = set(sum(texts.values(), [])) - set(received[-1])
+    kept_away = set(sum(SIX_PER_CLASS.values(), [])) - set(received[-1])
     assert len(received[-1]) == 12 and len(kept_away) == 6
-    assert all(sum(x in kept_away for x in xs) == 2 for xs in texts.values())  # a fifth of each class, rounded up
-    assert len(eng.index) == 18                                                  # they still join the index
+    assert all(sum(x in kept_away for x in xs) == 2 for xs in SIX_PER_CLASS.values())  # a fifth, rounded up
+    assert len(eng.index) == 18                                                         # they still join the index
     mask = eng._unseen_by_encoder()
     assert [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
-        [x for x in sum(texts.values(), []) if x in kept_away]                  # selection texts are not unseen
+        [x for x in sum(SIX_PER_CLASS.values(), []) if x in kept_away]   # selection texts are not unseen
     eng.refine("encoder", calibration_fraction=0.0)
     assert len(received[-1]) == 18
     for bad in (-0.1, 0.5, 1.0):
@@ -142,26 +155,15 @@ def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_st
 
 def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(minilm, monkeypatch):
     import fewshot.engine as engine_module
-    import fewshot.refine as refine
 
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
-    texts = {name: [f"{name} example number {i}" for i in range(6)] for name in ("alpha", "beta", "gamma")}
-    eng = FewShotEngine(encoder=minilm)
-    for name, xs in texts.items():
-        eng.add_class(name, examples=xs)
-    received = []
-
-    def fake_finetune(xs, labels, class_names=None, base=None, **options):
-        received.append(set(xs))
-        return refine.EncoderRefineResult(encoder=type(minilm)(minilm.source), directory=minilm.source, epochs=1,
-                                          trained_texts=frozenset(xs))
-
-    monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
+    received = record_finetunes(minilm, monkeypatch)
+    eng = six_per_class_engine(minilm)
     eng.refine("encoder", seed=0)
-    first_kept_away = set(sum(texts.values(), [])) - received[-1]
+    first_kept_away = set(sum(SIX_PER_CLASS.values(), [])) - set(received[-1])
     for seed in (1, 2, 3):  # another seed would draw other examples if it could
         eng.refine("encoder", seed=seed)
-        assert not received[-1] & first_kept_away
+        assert not set(received[-1]) & first_kept_away
     mask = eng._unseen_by_encoder()
     assert {x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m} == first_kept_away
 
