@@ -56,7 +56,9 @@ def main() -> None:
                 ("msp", "coverage", False, 0.95), ("energy", "coverage", False, 0.95),
                 ("max-score", "accuracy", False, 0.95), ("max-score", "drop", False, 0.98),
                 ("max-score", "drop", True, 0.98), ("class-relative", "coverage", False, 0.95),
-                ("class-relative", "drop", False, 0.98)]
+                ("class-relative", "drop", False, 0.98), ("mahalanobis", "drop", False, 0.98),
+                ("class-relative+mahalanobis", "coverage", False, 0.95),
+                ("class-relative+mahalanobis", "drop", False, 0.98)]
     rows = []
     for shots in args.shots:
         per_setting = {s: [] for s in settings}
@@ -96,9 +98,9 @@ def main() -> None:
                 det = OpenSetDetector(score=score, keep=keep, target=target, per_class=per_class).fit(
                     support, args.classifier, calibrate_on=calibrate_on)
                 fit_s = time.perf_counter() - t0
-                accepted = det.accept(scores)
+                accepted = det.accept(scores, seed_queries)
                 per_setting[setting].append({
-                    "auroc": roc_auc_score(in_scope, det.ood_scores(scores)),
+                    "auroc": roc_auc_score(in_scope, det.ood_scores(scores, seed_queries)),
                     "accuracy": correct.mean(),
                     "accuracy_with_rejection": (correct & accepted[:len(x_test)]).mean(),
                     "oos_recall": (~accepted[len(x_test):]).mean(),

@@ -25,7 +25,7 @@ import numpy as np
 
 from .data import LabelledData, load_dataset, split_spec
 from .errors import DataFormatError, FewShotError, InvalidInputError
-from .openset import OOD_SCORES, TARGETS
+from .openset import DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS
 
 MODES = ("episodic", "all", "zero-shot", "openset")
 DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
@@ -169,7 +169,7 @@ def _result(mode: str, method: str, way: int, shot: int, res: Any) -> dict[str, 
 
 def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), shots: Sequence[int] = (10,),
                 repeats: int = 5, seed: int = 0, oos_label: str = "oos", keep: float = 0.95,
-                score: str = "class-relative", target: str = "coverage",
+                score: str = DEFAULT_OOD_SCORE, target: str = "coverage",
                 transductive: bool = False) -> list[dict[str, Any]]:
     """Open-set evaluation: TEST holds in-scope items and items labelled ``oos_label``. For each shot count and
     method, ``repeats`` support draws from TRAIN; the threshold comes from the support set only
@@ -197,13 +197,13 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
         for m in methods:
             rows, t0 = [], time.perf_counter()
             for r in range(repeats):
-                scores, support = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
+                scores, support, queries = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
                                                 cv, transductive)
                 det = OpenSetDetector(score=score, keep=keep, target=target).fit(
                     support, m if m in _classifier_names() else "prototype")
-                accepted = det.accept(scores)
+                accepted = det.accept(scores, queries)
                 correct = scores.argmax(1) == test_y
-                rows.append((roc_auc_score(is_in, det.ood_scores(scores)), correct[is_in].mean(),
+                rows.append((roc_auc_score(is_in, det.ood_scores(scores, queries)), correct[is_in].mean(),
                              (correct & accepted)[is_in].mean(), (~accepted[~is_in]).mean()))
             arr = np.array(rows)
             res = {"mode": "openset", "method": m + ("+transductive" if transductive else ""), "way": len(keep_cols),
@@ -226,7 +226,7 @@ def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x:
                   shots: int, seed: int, class_vectors: np.ndarray | None, transductive: bool):
     """One 'all classes' repeat: K shots per class from TRAIN (0 = zero-shot), optionally adapted to the
     unlabeled TEST pool (recenter + soft k-means, temperature from support LOO). Returns ((Mq, C) scores,
-    the support view the classifier was fitted on)."""
+    the support view the classifier was fitted on, the (Mq, d) queries as that view sees them)."""
     from .adapt import Adaptation
     from .classifiers import ArraySupport, make_classifier
     from .openset import fit_temperature, loo_scores
@@ -247,7 +247,7 @@ def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x:
         adaptation = Adaptation("recenter+soft-kmeans", temperature=fit_temperature(s, t)).fit(support, test_x)
         support, queries = adaptation.wrap(support), adaptation.transform_queries(test_x)
     name = method if method in _classifier_names() else "prototype"
-    return make_classifier(name).fit(support).scores(queries), support
+    return make_classifier(name).fit(support).scores(queries), support, queries
 
 
 def run_transductive(data: BenchData, mode: str, *, methods: Sequence[str], shots: Sequence[int], repeats: int,
@@ -260,7 +260,7 @@ def run_transductive(data: BenchData, mode: str, *, methods: Sequence[str], shot
         for m in methods:
             accs, t0 = [], time.perf_counter()
             for r in range(repeats if k else 1):
-                scores, _ = _score_repeat(m, data.train_x, data.train_y, data.test_x, len(data.classes), k,
+                scores, _, _ = _score_repeat(m, data.train_x, data.train_y, data.test_x, len(data.classes), k,
                                           seed + r, data.class_vectors, True)
                 accs.append(float((scores.argmax(1) == data.test_y).mean()))
             out.append(_repeats_row(mode, f"{m}+transductive", len(data.classes), k, accs, time.perf_counter() - t0))
@@ -463,7 +463,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oos-label", default="oos", help="openset: label of out-of-scope TEST items")
     parser.add_argument("--keep", type=float, default=0.95,
                         help="openset: share of in-scope inputs to accept (threshold from support only)")
-    parser.add_argument("--reject-score", default="class-relative", choices=OOD_SCORES,
+    parser.add_argument("--reject-score", default=DEFAULT_OOD_SCORE, choices=OOD_SCORES,
                         help="openset: the in-scope score thresholded (see fewshot/openset.py)")
     parser.add_argument("--reject-target", default="coverage", choices=TARGETS,
                         help="openset: what --keep keeps: in-scope inputs (coverage), correct answers (accuracy), "

@@ -354,7 +354,7 @@ class FewShotEngine:
             queries = self._adapt_queries(queries)
             scores = classifier.scores(queries)
             probs = self._probabilities(scores)
-            confidence = self._openset().confidences(scores) if self._uses_calibration() else None
+            confidence = self._openset().confidences(scores, queries) if self._uses_calibration() else None
             accepted = self._openset().accept(scores, queries) if reject else np.ones(len(probs), bool)
         k = min(int(top_k), len(classes))
         order = _top_k_columns(scores, k)

@@ -9,7 +9,12 @@ From those LOO scores:
   the cosine to the nearest prototype), ``"msp"`` (top calibrated probability) or ``"energy"``
   (T·logsumexp(scores/T)) or ``"class-relative"`` (the top score minus how high the predicted class's own
   examples usually score: classes differ in how tight they are, so one cosine threshold is too strict for loose
-  classes and too lax for tight ones) — higher = more in-scope;
+  classes and too lax for tight ones), ``"mahalanobis"`` (relative Mahalanobis distance, ``fewshot.mahalanobis``:
+  computed from the query vectors, with a covariance shared by the classes, minus the distance to the whole
+  support) or ``"class-relative+mahalanobis"`` (the default: the two added, each divided by its spread over the
+  correctly classified LOO examples) — higher = more in-scope. The Mahalanobis scores need the query vectors
+  (``accept(scores, queries)``) and at least 10 examples beyond one per class; with fewer they fall back to
+  ``"class-relative"``;
 * a confidence per label, P(the label is right | its score), is fitted by 1-D logistic regression of LOO
   correctness on the LOO top score (Platt scaling; on the class-relative top score when that is the rejection
   score): monotone in the score, so it ranks in-scope above out-of-scope inputs as well as the score itself, and
@@ -31,25 +36,27 @@ from typing import Any
 
 import numpy as np
 
+from . import mahalanobis
 from .classifiers.base import ArraySupport, Support, softmax
 from .errors import InvalidInputError
+from .mahalanobis import RelativeMahalanobis
 
-OOD_SCORES = ("max-score", "msp", "energy", "class-relative")
+OOD_SCORES = ("max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis")
+NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis")   # scores computed from the query vectors too
+DEFAULT_OOD_SCORE = "class-relative+mahalanobis"
 TARGETS = ("coverage", "accuracy", "drop")
 
 
-def loo_scores(support: Support, classifier_name: str, classifier_config: dict | None = None,
-               max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
-               only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-block-out scores of support examples: ((m, C) scores, (m,) true class indices).
+def loo_folds(support: Support, max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
+              only: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Leave-one-block-out folds over ``support.examples()``: [((b,) indices scored, (n,) bool mask fitted on)].
 
     Only examples whose class keeps another example, or has a prompt vector, are scored (else the class would
     vanish when they are held out); ``only`` — an (n,) bool mask over ``support.examples()`` — restricts the
-    scored ones further (e.g. to examples a fine-tuned encoder never trained on)."""
-    from .classifiers import make_classifier
-
-    vectors, labels = support.examples()
-    class_vectors, mask = support.class_vectors()
+    scored ones further (e.g. to examples a fine-tuned encoder never trained on). At most ``max_examples`` are
+    scored."""
+    _, labels = support.examples()
+    _, mask = support.class_vectors()
     counts = np.bincount(labels, minlength=support.n_classes)
     keep = (counts[labels] >= 2) | mask[labels]
     if only is not None:
@@ -59,11 +66,11 @@ def loo_scores(support: Support, classifier_name: str, classifier_config: dict |
         keep &= only
     eligible = np.flatnonzero(keep)
     if len(eligible) == 0:
-        return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64)
+        return []
     rng = np.random.default_rng(seed)
     if len(eligible) > max_examples:
         eligible = rng.choice(eligible, max_examples, replace=False)
-    scores, truth = [], []
+    folds = []
     for block in np.array_split(rng.permutation(eligible), max(1, min(n_blocks, len(eligible)))):
         rest = np.ones(len(labels), bool)
         rest[block] = False
@@ -74,15 +81,37 @@ def loo_scores(support: Support, classifier_name: str, classifier_config: dict |
                 first = block[labels[block] == c][0]
                 rest[first] = True
                 block = block[block != first]
-        if not len(block):
-            continue
+        if len(block):
+            folds.append((block, rest))
+    return folds
+
+
+def loo_scores(support: Support, classifier_name: str, classifier_config: dict | None = None,
+               max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
+               only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-block-out scores of support examples: ((m, C) scores, (m,) true class indices).
+
+    Each block of ``loo_folds`` is scored by the classifier fitted on the other examples."""
+    folds = loo_folds(support, max_examples, n_blocks, seed, only)
+    scores, truth, _ = _scores_on_folds(support, classifier_name, classifier_config, folds)
+    return scores, truth
+
+
+def _scores_on_folds(support: Support, classifier_name: str, classifier_config: dict | None,
+                     folds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """((m, C) held-out scores, (m,) true classes, (m,) example indices) over ``folds``."""
+    from .classifiers import make_classifier
+
+    if not folds:
+        return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    vectors, labels = support.examples()
+    class_vectors, mask = support.class_vectors()
+    scores = []
+    for block, rest in folds:
         fold = ArraySupport(vectors[rest], labels[rest], support.n_classes, class_vectors, mask)
-        clf = make_classifier(classifier_name, **(classifier_config or {})).fit(fold)
-        scores.append(clf.scores(vectors[block]))
-        truth.append(labels[block])
-    if not scores:
-        return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64)
-    return np.concatenate(scores), np.concatenate(truth)
+        scores.append(make_classifier(classifier_name, **(classifier_config or {})).fit(fold).scores(vectors[block]))
+    index = np.concatenate([block for block, _ in folds])
+    return np.concatenate(scores), labels[index], index
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.0) -> float:
@@ -103,7 +132,7 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.
 class OpenSetDetector:
     """Calibrated probabilities and an accept / reject decision, fitted on support data only."""
 
-    def __init__(self, score: str = "class-relative", keep: float = 0.95, target: str = "coverage",
+    def __init__(self, score: str = DEFAULT_OOD_SCORE, keep: float = 0.95, target: str = "coverage",
                  per_class: bool = False, shrinkage: float = 10.0, max_loo_examples: int = 2000, seed: int = 0):
         if score not in OOD_SCORES:
             raise InvalidInputError(f"score must be one of {OOD_SCORES}, got {score!r}")
@@ -118,6 +147,8 @@ class OpenSetDetector:
         self.class_thresholds_: np.ndarray | None = None
         self.platt_: tuple[float, float] | None = None     # (slope, intercept) of the confidence map
         self.class_offsets_: np.ndarray | None = None      # (C,) for "class-relative": typical score − global
+        self.mahalanobis_: RelativeMahalanobis | None = None  # for the Mahalanobis scores, when it can be fitted
+        self.scales_: tuple[float, float] = (1.0, 1.0)      # LOO spreads of the class-relative / Mahalanobis parts
         self.support: Support | None = None
 
     def config(self) -> dict[str, Any]:
@@ -130,22 +161,42 @@ class OpenSetDetector:
         """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few).
         ``calibrate_on``: (n,) bool mask over ``support.examples()``, the examples to score (default all)."""
         self.support = support
-        scores, truth = loo_scores(support, classifier_name, classifier_config, self.max_loo_examples,
-                                   seed=self.seed, only=calibrate_on)
+        folds = loo_folds(support, self.max_loo_examples, seed=self.seed, only=calibrate_on)
+        scores, truth, index = _scores_on_folds(support, classifier_name, classifier_config, folds)
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
+        self.mahalanobis_, self.scales_ = None, (1.0, 1.0)
+        vectors, labels = support.examples()
+        if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels, support.n_classes) and \
+                all(RelativeMahalanobis.can_fit(labels[rest], support.n_classes) for _, rest in folds):
+            self.mahalanobis_ = RelativeMahalanobis().fit(vectors, labels, support.n_classes)
         if len(truth) < 5:
             return self
         predicted = scores.argmax(1)
-        # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy: the top score)
-        if self.score == "class-relative":
+        correct = predicted == truth
+        # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy, the pure
+        # Mahalanobis score: the top score)
+        if self.score in ("class-relative", "class-relative+mahalanobis"):
             self.class_offsets_, ood = class_offsets(scores.max(1), predicted, truth, support.n_classes,
                                                      self.shrinkage)
             confidence_scores = ood
+        elif self.score == "mahalanobis":   # its LOO scores come below
+            ood, confidence_scores = None, scores.max(1)
         else:
             ood, confidence_scores = self.ood_scores(scores), scores.max(1)
-        self.platt_ = fit_platt(confidence_scores, predicted == truth)
-        pool = ood if self.target == "coverage" else ood[predicted == truth]
+        if self.mahalanobis_ is not None:
+            held_out = mahalanobis.leave_out_scores(vectors, labels, support.n_classes, folds)[index]
+            if self.score == "mahalanobis":
+                ood = held_out
+            else:   # each part divided by its spread over the correctly classified LOO examples
+                self.scales_ = (_spread(ood[correct]), _spread(held_out[correct]))
+                ood = ood / self.scales_[0] + held_out / self.scales_[1]
+                confidence_scores = ood
+        elif self.score == "mahalanobis":   # too few examples for a covariance: the class-relative score
+            self.class_offsets_, ood = class_offsets(scores.max(1), predicted, truth, support.n_classes,
+                                                     self.shrinkage)
+        self.platt_ = fit_platt(confidence_scores, correct)
+        pool = ood if self.target == "coverage" else ood[correct]
         if len(pool) == 0:
             return self
         # share of the pool to reject: for "drop" the allowed absolute loss, over the correct share of all
@@ -157,7 +208,7 @@ class OpenSetDetector:
             reject = 1.0 - self.keep
             self.threshold_ = float(np.quantile(pool, reject))
         if self.per_class:
-            chosen = predicted if self.target == "coverage" else predicted[predicted == truth]
+            chosen = predicted if self.target == "coverage" else predicted[correct]
             thresholds = np.full(support.n_classes, self.threshold_)
             for c in np.unique(chosen):
                 own = pool[chosen == c]
@@ -170,21 +221,41 @@ class OpenSetDetector:
         """(n, C) scores → (n, C) calibrated probabilities."""
         return softmax(scores * self.temperature_)
 
-    def confidences(self, scores: np.ndarray) -> np.ndarray | None:
-        """(n, C) scores → (n, C) P(label is right | score) by the fitted Platt map; None if not fitted."""
+    def confidences(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray | None:
+        """(n, C) scores (and the (n, d) queries, needed by the Mahalanobis scores) → (n, C) P(label is right |
+        score) by the fitted Platt map; None if not fitted."""
         if self.platt_ is None:
             return None
         slope, intercept = self.platt_
-        x = scores.astype(np.float64)
-        if self.score == "class-relative" and self.class_offsets_ is not None:
-            x = x - self.class_offsets_[None, :]
+        x = self._label_scores(scores, queries)
         return 1.0 / (1.0 + np.exp(-(slope * x + intercept)))
 
-    def ood_scores(self, scores: np.ndarray) -> np.ndarray:
-        """(n, C) scores → (n,) in-scope-ness (higher = more likely one of the classes)."""
+    def _label_scores(self, scores: np.ndarray, queries: np.ndarray | None) -> np.ndarray:
+        """(n, C) classifier scores → (n, C) per-label scores the confidence map reads (its top = ood score for
+        the class-relative scores)."""
+        x = scores.astype(np.float64)
+        if self.class_offsets_ is not None and self.score in ("class-relative", "class-relative+mahalanobis"):
+            x = x - self.class_offsets_[None, :]
+            if self.score == "class-relative+mahalanobis" and self.mahalanobis_ is not None:
+                x = x / self.scales_[0] + self._mahalanobis(queries)[:, None] / self.scales_[1]
+        return x
+
+    def _mahalanobis(self, queries: np.ndarray | None) -> np.ndarray:
+        """(n, d) queries → (n,) relative Mahalanobis scores; a typed error when the queries are missing."""
+        if queries is None:
+            raise InvalidInputError(f"the {self.score!r} rejection score needs the query vectors: pass queries")
+        return self.mahalanobis_.scores(queries)
+
+    def ood_scores(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
+        """(n, C) scores (and the (n, d) queries, needed by the Mahalanobis scores) → (n,) in-scope-ness (higher =
+        more likely one of the classes)."""
         if self.score == "max-score":
             return scores.max(1)
-        if self.score == "class-relative":
+        if self.score in NEEDS_QUERIES and self.mahalanobis_ is not None:
+            if self.score == "mahalanobis":
+                return self._mahalanobis(queries)
+            return self._label_scores(scores, queries)[np.arange(len(scores)), scores.argmax(1)]
+        if self.score in ("class-relative", *NEEDS_QUERIES):   # Mahalanobis scores without one: class-relative
             offsets = self.class_offsets_ if self.class_offsets_ is not None else np.zeros(scores.shape[1])
             return scores.max(1) - offsets[scores.argmax(1)]
         if self.score == "msp":
@@ -194,8 +265,9 @@ class OpenSetDetector:
         return (top + np.log(np.exp(z - top[:, None]).sum(1))) / self.temperature_
 
     def accept(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
-        """(n, C) scores (and optionally the (n, d) queries) → (n,) bool: True = in-scope."""
-        ood = self.ood_scores(scores)
+        """(n, C) scores (and the (n, d) queries: needed by the Mahalanobis scores, and to always accept inputs
+        equal to a support example) → (n,) bool: True = in-scope."""
+        ood = self.ood_scores(scores, queries)
         threshold = self.class_thresholds_[scores.argmax(1)] if self.class_thresholds_ is not None \
             else self.threshold_
         accepted = ood >= threshold
@@ -205,6 +277,12 @@ class OpenSetDetector:
             exact[~accepted] = sims[:, 0] >= 1.0 - 1e-4   # an input equal to a support example
             accepted |= exact
         return accepted
+
+
+def _spread(values: np.ndarray) -> float:
+    """Standard deviation of (m,) values, 1.0 when it is not positive or there are fewer than 2."""
+    spread = float(np.std(values)) if len(values) >= 2 else 0.0
+    return spread if spread > 1e-12 else 1.0
 
 
 def class_offsets(top: np.ndarray, predicted: np.ndarray, truth: np.ndarray, n_classes: int,

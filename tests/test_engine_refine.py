@@ -82,13 +82,13 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert mask.sum() == 6 and [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
         [t for texts in CLASSES.values() for t in texts[-2:]]
     calls = []
-    real_loo = __import__("fewshot.openset", fromlist=["loo_scores"]).loo_scores
+    real_folds = __import__("fewshot.openset", fromlist=["loo_folds"]).loo_folds
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("only"))
-        return real_loo(*args, **kwargs)
+        return real_folds(*args, **kwargs)
 
-    monkeypatch.setattr("fewshot.openset.loo_scores", spy)
+    monkeypatch.setattr("fewshot.openset.loo_folds", spy)
     eng._changed()
     preds = eng.predict(QUERIES + ["what's the weather like in Lisbon tomorrow"], reject=True)
     assert calls and calls[-1] is not None and calls[-1].sum() == 6
@@ -171,12 +171,15 @@ def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(mi
 def test_engines_saved_before_the_class_relative_default_keep_their_rejection(minilm, tmp_path):
     import json
 
+    from fewshot.openset import OpenSetDetector
+
     eng = build(minilm, 4)
     eng.save(tmp_path / "eng")
     meta_path = next((tmp_path / "eng").rglob("engine.json"))
     meta = json.loads(meta_path.read_text())
-    assert meta["openset"]["score"] == "class-relative"  # saved resolved, not as {}
-    assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).openset_config["score"] == "class-relative"
+    default = OpenSetDetector().score
+    assert meta["openset"]["score"] == default  # saved resolved, not as {}
+    assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).openset_config["score"] == default
     meta["openset"] = {}                                  # as older versions wrote it
     meta["encoder_trained_texts"] = ["I lost my card"]    # and the older key only
     del meta["encoder_seen_texts"]

@@ -4,7 +4,8 @@ import pytest
 from fewshot.classifiers import ArraySupport
 from fewshot.classifiers.base import softmax
 from fewshot.index import SupportIndex
-from fewshot.openset import OpenSetDetector, class_offsets, fit_temperature, loo_scores
+from fewshot.mahalanobis import leave_out_scores
+from fewshot.openset import OOD_SCORES, OpenSetDetector, class_offsets, fit_temperature, loo_folds, loo_scores
 from tests.conftest import unit_rows
 
 
@@ -40,7 +41,7 @@ def test_fit_temperature_recovers_a_known_scale(rng):
     assert fit_temperature(scores, labels) == pytest.approx(7.0, rel=0.15)
 
 
-@pytest.mark.parametrize("score", ["max-score", "msp", "energy", "class-relative"])
+@pytest.mark.parametrize("score", OOD_SCORES)
 @pytest.mark.parametrize("per_class", [False, True])
 def test_thresholds_are_monotone_in_keep(rng, score, per_class):
     _, vectors, labels = clustered(rng)
@@ -92,18 +93,25 @@ def test_loo_scores_only_scores_the_masked_examples(rng):
         loo_scores(ArraySupport(vectors, labels, 8), "prototype", only=only[:-1])
 
 
-@pytest.mark.parametrize("score", ["max-score", "class-relative"])
+@pytest.mark.parametrize("score", ["max-score", "class-relative", "mahalanobis", "class-relative+mahalanobis"])
 def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng, score):
     _, vectors, labels = clustered(rng)
     vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes
     support = ArraySupport(vectors, labels, 8)
     scores, truth = loo_scores(support, "prototype")
     correct = scores.argmax(1) == truth
+    index = np.concatenate([block for block, _ in loo_folds(support)])    # the same folds, in the same order
+    held_out = leave_out_scores(vectors, labels, 8, loo_folds(support))[index]
 
     def loo_ood(det):  # the LOO scores the threshold was chosen on (own class offset without the example)
         if score == "max-score":
             return scores.max(1)
-        return class_offsets(scores.max(1), scores.argmax(1), truth, 8, det.shrinkage)[1]
+        if score == "mahalanobis":
+            return held_out
+        relative = class_offsets(scores.max(1), scores.argmax(1), truth, 8, det.shrinkage)[1]
+        if score == "class-relative":
+            return relative
+        return relative / relative[correct].std() + held_out / held_out[correct].std()
 
     assert 0 < correct.mean() < 1
     previous = np.inf
@@ -165,16 +173,74 @@ def test_class_relative_score_separates_inputs_near_tight_classes_better_than_on
 
 
 
-def test_class_relative_confidence_ranks_inputs_as_rejection_does(rng):
+@pytest.mark.parametrize("score", ["class-relative", "class-relative+mahalanobis"])
+def test_class_relative_confidence_ranks_inputs_as_rejection_does(rng, score):
     from fewshot.classifiers import PrototypeClassifier
 
     _, vectors, labels = clustered(rng)
     vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes: Platt can be fitted
     support = ArraySupport(vectors, labels, 8)
-    det = OpenSetDetector(score="class-relative").fit(support)
+    det = OpenSetDetector(score=score).fit(support)
     assert det.platt_ is not None and np.abs(det.class_offsets_).max() > 0
     queries = unit_rows(rng.normal(size=(300, 24)) + vectors[rng.integers(0, len(vectors), 300)] * 3)
     scores = PrototypeClassifier().fit(support).scores(queries)
-    top_confidence = det.confidences(scores)[np.arange(len(scores)), scores.argmax(1)]
-    order = np.argsort(det.ood_scores(scores), kind="stable")
+    top_confidence = det.confidences(scores, queries)[np.arange(len(scores)), scores.argmax(1)]
+    order = np.argsort(det.ood_scores(scores, queries), kind="stable")
     assert (np.diff(top_confidence[order]) >= -1e-12).all()   # accepted inputs never less confident
+
+
+def test_mahalanobis_sees_out_of_scope_inputs_along_directions_the_classes_never_vary_in(rng):
+    """Classes spread widely along a few shared directions and barely along the rest. Out-of-scope inputs are as
+    far from the nearest class mean (in plain distance) as in-scope ones, but along the quiet directions: a cosine
+    cannot tell them apart, a shared covariance can."""
+    from sklearn.metrics import roc_auc_score
+
+    from fewshot.classifiers import PrototypeClassifier
+
+    dim, n_classes = 24, 8
+    centres = 3.0 * unit_rows(rng.normal(size=(n_classes, dim)))
+    scale = np.r_[np.full(4, 1.0), np.full(dim - 4, 0.05)]           # 4 loud directions, 20 quiet ones
+
+    def draw(classes, along):
+        noise = rng.normal(size=(len(classes), dim)) * along
+        return centres[classes] + noise / np.linalg.norm(noise, axis=1, keepdims=True) * 0.9
+
+    labels = np.repeat(np.arange(n_classes), 12)
+    support = ArraySupport(draw(labels, scale), labels, n_classes)
+    in_scope = draw(np.repeat(np.arange(n_classes), 30), scale)
+    out_scope = draw(np.repeat(np.arange(n_classes), 30), scale[::-1] * np.r_[np.zeros(4), np.ones(dim - 4)])
+    queries = np.concatenate([in_scope, out_scope])
+    scores = PrototypeClassifier().fit(support).scores(queries)
+    truth = np.r_[np.ones(len(in_scope)), np.zeros(len(out_scope))]
+    auroc = {s: roc_auc_score(truth, OpenSetDetector(score=s).fit(support).ood_scores(scores, queries))
+             for s in ("class-relative", "mahalanobis", "class-relative+mahalanobis")}
+    assert auroc["mahalanobis"] > 0.95 and auroc["mahalanobis"] > auroc["class-relative"] + 0.1, auroc
+    assert auroc["class-relative+mahalanobis"] > auroc["class-relative"] + 0.05, auroc
+
+
+@pytest.mark.parametrize("score", ["mahalanobis", "class-relative+mahalanobis"])
+def test_mahalanobis_scores_need_the_queries(rng, score):
+    from fewshot.classifiers import PrototypeClassifier
+
+    _, vectors, labels = clustered(rng)
+    support = ArraySupport(vectors, labels, 8)
+    det = OpenSetDetector(score=score).fit(support)
+    scores = PrototypeClassifier().fit(support).scores(vectors[:3])
+    with pytest.raises(ValueError, match="query vectors"):
+        det.accept(scores)
+    assert det.accept(scores, vectors[:3]).all()
+
+
+def test_mahalanobis_scores_fall_back_to_class_relative_without_enough_examples(rng):
+    """Two examples per class for 4 classes leave 4 residuals: too few for a covariance."""
+    from fewshot.classifiers import PrototypeClassifier
+
+    _, vectors, labels = clustered(rng, n_classes=4, per_class=2)
+    support = ArraySupport(vectors, labels, 4)
+    queries = unit_rows(rng.normal(size=(20, 24)))
+    scores = PrototypeClassifier().fit(support).scores(queries)
+    for score in ("mahalanobis", "class-relative+mahalanobis"):
+        det = OpenSetDetector(score=score).fit(support)
+        assert det.mahalanobis_ is None
+        np.testing.assert_allclose(det.ood_scores(scores, queries),
+                                   OpenSetDetector(score="class-relative").fit(support).ood_scores(scores))

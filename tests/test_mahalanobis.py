@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+from sklearn.covariance import ledoit_wolf
+
+from fewshot.errors import InvalidInputError
+from fewshot.mahalanobis import RelativeMahalanobis, leave_out_scores
+
+
+def gaussian_classes(rng, n_classes=6, per_class=8, dim=10):
+    means = 3.0 * rng.normal(size=(n_classes, dim))
+    mix = rng.normal(size=(dim, dim)) / np.sqrt(dim)            # one shared, anisotropic covariance
+    labels = np.repeat(np.arange(n_classes), per_class)
+    return means[labels] + rng.normal(size=(len(labels), dim)) @ mix, labels
+
+
+def with_ridge(cov):
+    return cov + 1e-6 * np.trace(cov) / len(cov) * np.eye(len(cov))
+
+
+def test_distances_match_scipy_with_the_ledoit_wolf_covariances(rng):
+    vectors, labels = gaussian_classes(rng)
+    model = RelativeMahalanobis().fit(vectors, labels, 6)
+    means = np.stack([vectors[labels == c].mean(0) for c in range(6)])
+    within = with_ridge(ledoit_wolf(vectors - means[labels], assume_centered=True)[0])
+    centre = vectors.mean(0)
+    background = with_ridge(ledoit_wolf(vectors - centre, assume_centered=True)[0])
+    queries = rng.normal(size=(5, 10)) * 3
+    expected = np.array([[scipy_mahalanobis(q, m, np.linalg.inv(within)) ** 2 for m in means] for q in queries])
+    np.testing.assert_allclose(model.class_distances(queries), expected, rtol=1e-6)
+    expected_bg = np.array([scipy_mahalanobis(q, centre, np.linalg.inv(background)) ** 2 for q in queries])
+    np.testing.assert_allclose(model.background_distances(queries), expected_bg, rtol=1e-6)
+    np.testing.assert_allclose(model.scores(queries), expected_bg - expected.min(1), rtol=1e-6)
+
+
+def test_classes_without_examples_are_left_out_of_the_minimum(rng):
+    vectors, labels = gaussian_classes(rng)
+    model = RelativeMahalanobis().fit(vectors, labels, 8)       # classes 6 and 7 have no example
+    d2 = model.class_distances(vectors[:4])
+    assert np.isinf(d2[:, 6:]).all() and np.isfinite(d2[:, :6]).all()
+    assert np.isfinite(model.scores(vectors[:4])).all()
+
+
+def test_too_few_residuals_is_a_typed_error():
+    vectors = np.eye(6)[:, :4]
+    labels = np.array([0, 0, 1, 1, 2, 2])                        # 3 residuals < MIN_RESIDUALS
+    assert not RelativeMahalanobis.can_fit(labels, 3)
+    with pytest.raises(InvalidInputError, match="residuals"):
+        RelativeMahalanobis().fit(vectors, labels, 3)
+
+
+def test_identical_vectors_do_not_break_the_fit():
+    vectors = np.ones((20, 5))
+    labels = np.repeat(np.arange(2), 10)
+    assert np.isfinite(RelativeMahalanobis().fit(vectors, labels, 2).scores(np.zeros((2, 5)))).all()
+
+
+def test_leave_out_scores_refit_without_the_block_and_rescale_class_distances(rng):
+    """Each block is scored by a fit on the rest; a class that lost k of its n examples has its d² scaled by
+    (1 + 1/n)/(1 + 1/(n − k)): the mean of fewer examples is noisier, which a new query to the full fit is not."""
+    vectors, labels = gaussian_classes(rng, n_classes=5, per_class=6, dim=6)
+    blocks = [np.array([0, 1, 6]), np.array([12, 20, 29])]
+    folds = [(b, ~np.isin(np.arange(len(labels)), b)) for b in blocks]
+    loo = leave_out_scores(vectors, labels, 5, folds)
+    for block, rest in folds:
+        model = RelativeMahalanobis().fit(vectors[rest], labels[rest], 5)
+        kept = np.bincount(labels[rest], minlength=5)
+        factor = (1 + 1 / 6) / (1 + 1 / kept)
+        expected = model.background_distances(vectors[block]) - \
+            (model.class_distances(vectors[block]) * factor).min(1)
+        np.testing.assert_allclose(loo[block], expected, rtol=1e-9)
+        assert (factor[np.unique(labels[block])] < 1).all()
+    assert np.isnan(np.delete(loo, np.concatenate(blocks))).all()   # examples in no block are not scored
