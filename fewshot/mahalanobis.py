@@ -24,8 +24,8 @@ from scipy.linalg import cho_factor, solve_triangular
 
 from .errors import InvalidInputError
 
-MIN_RESIDUALS = 10        # within-class residual vectors needed to estimate the shared covariance
-MAX_COVARIANCE_ROWS = 20_000  # covariance from at most this many (evenly strided) rows: d² cost, not accuracy
+MIN_RESIDUALS = 10     # within-class residual vectors needed to estimate the shared covariance
+MAX_FIT_ROWS = 20_000  # larger supports are fitted on a random subset of this many rows (bounded time and memory)
 
 
 class RelativeMahalanobis:
@@ -61,11 +61,9 @@ class RelativeMahalanobis:
         np.add.at(sums, labels, vectors)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.means = sums / self.counts[:, None]
-        step = max(1, len(labels) // MAX_COVARIANCE_ROWS)
-        residuals = (vectors - self.means[labels])[::step]
         self._center = vectors.mean(0)
-        self._within = _cholesky(ledoit_wolf(residuals, assume_centered=True)[0])
-        self._background = _cholesky(ledoit_wolf(vectors[::step] - self._center, assume_centered=True)[0])
+        self._within = _cholesky(ledoit_wolf(vectors - self.means[labels], assume_centered=True)[0])
+        self._background = _cholesky(ledoit_wolf(vectors - self._center, assume_centered=True)[0])
         self._white_means = _whiten(self._within, np.nan_to_num(self.means))
         return self
 
@@ -87,18 +85,29 @@ class RelativeMahalanobis:
         return self.background_distances(queries) - self.class_distances(queries).min(1)
 
 
+def fit_rows(n: int, seed: int = 0) -> np.ndarray | None:
+    """(n,) bool mask of the rows to fit on: None (all) up to ``MAX_FIT_ROWS``, else that many at random."""
+    if n <= MAX_FIT_ROWS:
+        return None
+    rows = np.zeros(n, bool)
+    rows[np.random.default_rng(seed).choice(n, MAX_FIT_ROWS, replace=False)] = True
+    return rows
+
+
 def leave_out_scores(vectors: np.ndarray, labels: np.ndarray, n_classes: int,
-                     folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+                     folds: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray | None = None) -> np.ndarray:
     """Relative Mahalanobis scores of held-out support examples, fitted without them.
 
     ``folds``: (block indices, (n,) bool mask of the examples fitted on) pairs, as ``fewshot.openset.loo_folds``
-    gives. Returns (n,) scores, NaN for examples in no block. Each fold's d² is rescaled per class by
-    (1 + 1/n_full)/(1 + 1/n_fold), so that the class means' estimation noise matches the full fit's."""
+    gives; ``rows``: an optional (n,) bool mask that every fit is restricted to (``fit_rows``). Returns (n,)
+    scores, NaN for examples in no block. Each fold's d² is rescaled per class by (1 + 1/n_full)/(1 + 1/n_fold),
+    so that the class means' estimation noise matches the full fit's."""
     labels = np.asarray(labels, np.int64)
-    full = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    rows = np.ones(len(labels), bool) if rows is None else np.asarray(rows, bool)
+    full = np.bincount(labels[rows], minlength=n_classes).astype(np.float64)
     out = np.full(len(labels), np.nan)
     for block, rest in folds:
-        model = RelativeMahalanobis().fit(vectors[rest], labels[rest], n_classes)
+        model = RelativeMahalanobis().fit(vectors[rest & rows], labels[rest & rows], n_classes)
         kept = np.maximum(model.counts, 1.0)
         d2 = model.class_distances(vectors[block]) * ((1.0 + 1.0 / np.maximum(full, 1.0)) / (1.0 + 1.0 / kept))
         out[block] = model.background_distances(vectors[block]) - d2.min(1)

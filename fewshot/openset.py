@@ -167,9 +167,11 @@ class OpenSetDetector:
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         self.mahalanobis_, self.scales_ = None, (1.0, 1.0)
         vectors, labels = support.examples()
-        if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels, support.n_classes) and \
-                all(RelativeMahalanobis.can_fit(labels[rest], support.n_classes) for _, rest in folds):
-            self.mahalanobis_ = RelativeMahalanobis().fit(vectors, labels, support.n_classes)
+        rows = mahalanobis.fit_rows(len(labels), self.seed)      # None, or a random subset of a large support
+        everything = np.ones(len(labels), bool) if rows is None else rows
+        if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels[everything], support.n_classes) and \
+                all(RelativeMahalanobis.can_fit(labels[rest & everything], support.n_classes) for _, rest in folds):
+            self.mahalanobis_ = RelativeMahalanobis().fit(vectors[everything], labels[everything], support.n_classes)
         if len(truth) < 5:
             return self
         predicted = scores.argmax(1)
@@ -185,7 +187,7 @@ class OpenSetDetector:
         else:
             ood, confidence_scores = self.ood_scores(scores), scores.max(1)
         if self.mahalanobis_ is not None:
-            held_out = mahalanobis.leave_out_scores(vectors, labels, support.n_classes, folds)[index]
+            held_out = mahalanobis.leave_out_scores(vectors, labels, support.n_classes, folds, rows)[index]
             if self.score == "mahalanobis":
                 ood = held_out
             else:   # each part divided by its spread over the correctly classified LOO examples

@@ -71,3 +71,27 @@ def test_leave_out_scores_refit_without_the_block_and_rescale_class_distances(rn
         np.testing.assert_allclose(loo[block], expected, rtol=1e-9)
         assert (factor[np.unique(labels[block])] < 1).all()
     assert np.isnan(np.delete(loo, np.concatenate(blocks))).all()   # examples in no block are not scored
+
+
+def test_large_supports_are_fitted_on_a_bounded_random_subset(rng, monkeypatch):
+    import fewshot.mahalanobis as module
+    from fewshot.classifiers import ArraySupport, PrototypeClassifier
+    from fewshot.openset import OpenSetDetector
+
+    monkeypatch.setattr(module, "MAX_FIT_ROWS", 60)
+    vectors, labels = gaussian_classes(rng, n_classes=6, per_class=30)
+    rows = module.fit_rows(len(labels), seed=0)
+    assert rows.sum() == 60 and module.fit_rows(60) is None
+    fitted = []
+    real_fit = module.RelativeMahalanobis.fit
+
+    def spy(self, x, y, n_classes):
+        fitted.append(len(y))
+        return real_fit(self, x, y, n_classes)
+
+    monkeypatch.setattr(module.RelativeMahalanobis, "fit", spy)
+    support = ArraySupport(vectors.astype(np.float32), labels, 6)
+    det = OpenSetDetector(keep=0.9, target="drop").fit(support)
+    assert det.mahalanobis_ is not None and max(fitted) == 60 and len(fitted) > 1   # full fit and every fold
+    scores = PrototypeClassifier().fit(support).scores(vectors.astype(np.float32))
+    assert det.accept(scores, vectors.astype(np.float32)).all()              # support examples still accepted
