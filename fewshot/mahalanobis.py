@@ -12,10 +12,21 @@ Subtracting the background distance removes what every class shares (a query far
 penalised twice for directions the classes never vary in). Unlike a cosine to a prototype, the shared covariance
 down-weights directions in which the classes' own examples spread.
 
-A class mean estimated from n examples adds about p/n to the expected d² of a new in-class query (p: the
-whitened dimension), so a leave-one-out example, whose class mean lost it, looks farther than a new query will.
-``leave_out_scores`` rescales d² by (1 + 1/n_full)/(1 + 1/n_fold) per class to put LOO scores on the
-deployed scale.
+Thresholds need scores of support examples as if they were new (leave-one-out, LOO). Refitting without each
+example would cost n fits; ``RelativeMahalanobis.leave_one_out_scores`` gets them from the one fit instead.
+Leaving x_i out of a class of n moves that class mean by (x_i − μ_c)/(n − 1) and takes exactly
+n/(n − 1)·r_iᵀr_i off the within-class scatter (r_i = x_i − μ_c), so with the Ledoit-Wolf shrinkage kept at its
+fitted value (α, and the target's scale) the shared covariance loses a rank-one term,
+Σ₋ᵢ = Σ − c·r_i r_iᵀ with c = (1 − α)·n/(N(n − 1)), and Sherman-Morrison gives every distance in closed form:
+
+    own class:     d²₋ᵢ = (n/(n − 1))² · D/(1 − cD)            D = r_iᵀ Σ⁻¹ r_i
+    other class k: d²₋ᵢ = d²_k(x_i) + c·(v_kᵀ Σ⁻¹ r_i)²/(1 − cD)   v_k = x_i − μ_k
+
+and likewise for the background (the global mean and covariance without x_i). Leaving the covariance in the fit
+would make support examples look far closer than new inputs (with p = 384 dimensions and N = 1,500 examples, a
+point's own weight in Σ is large). A class mean of n − 1 examples also adds more noise to the own-class d² than a
+mean of n does for a new input, (1 + 1/(n − 1)) against (1 + 1/n) times the in-class spread, so the own-class
+d²₋ᵢ is rescaled by (1 + 1/n)/(1 + 1/(n − 1)) to put LOO scores on the deployed scale.
 """
 from __future__ import annotations
 
@@ -40,6 +51,7 @@ class RelativeMahalanobis:
         self._background: np.ndarray | None = None    # (d, d) lower Cholesky factor of the background one
         self._center: np.ndarray | None = None        # (d,) background mean
         self._white_means: np.ndarray | None = None   # (C, d) class means whitened by the shared covariance
+        self._downdate: tuple[float, float] = (0.0, 0.0)  # (1 − α)/N within-class, (1 − α₀)/N background
 
     @staticmethod
     def can_fit(labels: np.ndarray, n_classes: int) -> bool:
@@ -62,10 +74,39 @@ class RelativeMahalanobis:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.means = sums / self.counts[:, None]
         self._center = vectors.mean(0)
-        self._within = _cholesky(ledoit_wolf(vectors - self.means[labels], assume_centered=True)[0])
-        self._background = _cholesky(ledoit_wolf(vectors - self._center, assume_centered=True)[0])
+        within, alpha = ledoit_wolf(vectors - self.means[labels], assume_centered=True)
+        background, alpha0 = ledoit_wolf(vectors - self._center, assume_centered=True)
+        self._within, self._background = _cholesky(within), _cholesky(background)
         self._white_means = _whiten(self._within, np.nan_to_num(self.means))
+        self._downdate = ((1.0 - alpha) / len(labels), (1.0 - alpha0) / len(labels))
         return self
+
+    def leave_one_out_scores(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(m, d) vectors and (m,) labels of examples that were part of the fit → (m,) scores, each computed as if
+        that example had been left out of the fit (closed form, see the module docstring). An example alone in its
+        class has no class left: its own-class distance is +inf."""
+        vectors = np.asarray(vectors, np.float64)
+        labels = np.asarray(labels, np.int64)
+        rows = np.arange(len(labels))
+        n = self.counts[labels]
+        total = float(self.counts.sum())
+        white = _whiten(self._within, vectors)
+        residual = white - self._white_means[labels]                      # whitened r_i
+        own_d2 = (residual ** 2).sum(1)                                   # D
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(n > 1, self._downdate[0] * n / (n - 1.0), 0.0)   # alone: its residual is 0
+            shrink = np.maximum(1.0 - c * own_d2, 1e-12)
+            d2 = self.class_distances(vectors)
+            along = (white * residual).sum(1)[:, None] - residual @ self._white_means.T   # v_kᵀ Σ⁻¹ r_i
+            d2 = d2 + (c / shrink)[:, None] * along ** 2
+            own = (n / (n - 1.0)) ** 2 * own_d2 / shrink * (1.0 + 1.0 / n) / (1.0 + 1.0 / (n - 1.0))
+        d2[rows, labels] = np.where(n > 1, own, np.inf)
+        d2[:, self.counts == 0] = np.inf
+        background = _whiten(self._background, vectors - self._center)
+        bg_d2 = (background ** 2).sum(1)
+        c0 = self._downdate[1] * total / (total - 1.0)
+        bg = (total / (total - 1.0)) ** 2 * bg_d2 / np.maximum(1.0 - c0 * bg_d2, 1e-12)
+        return bg - d2.min(1)
 
     def class_distances(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n, C) squared Mahalanobis distances to each class mean (+inf for empty classes)."""
@@ -92,26 +133,6 @@ def fit_rows(n: int, seed: int = 0) -> np.ndarray | None:
     rows = np.zeros(n, bool)
     rows[np.random.default_rng(seed).choice(n, MAX_FIT_ROWS, replace=False)] = True
     return rows
-
-
-def leave_out_scores(vectors: np.ndarray, labels: np.ndarray, n_classes: int,
-                     folds: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray | None = None) -> np.ndarray:
-    """Relative Mahalanobis scores of held-out support examples, fitted without them.
-
-    ``folds``: (block indices, (n,) bool mask of the examples fitted on) pairs, as ``fewshot.openset.loo_folds``
-    gives; ``rows``: an optional (n,) bool mask that every fit is restricted to (``fit_rows``). Returns (n,)
-    scores, NaN for examples in no block. Each fold's d² is rescaled per class by (1 + 1/n_full)/(1 + 1/n_fold),
-    so that the class means' estimation noise matches the full fit's."""
-    labels = np.asarray(labels, np.int64)
-    rows = np.ones(len(labels), bool) if rows is None else np.asarray(rows, bool)
-    full = np.bincount(labels[rows], minlength=n_classes).astype(np.float64)
-    out = np.full(len(labels), np.nan)
-    for block, rest in folds:
-        model = RelativeMahalanobis().fit(vectors[rest & rows], labels[rest & rows], n_classes)
-        kept = np.maximum(model.counts, 1.0)
-        d2 = model.class_distances(vectors[block]) * ((1.0 + 1.0 / np.maximum(full, 1.0)) / (1.0 + 1.0 / kept))
-        out[block] = model.background_distances(vectors[block]) - d2.min(1)
-    return out
 
 
 def _cholesky(covariance: np.ndarray) -> np.ndarray:

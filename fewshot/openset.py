@@ -36,10 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from . import mahalanobis
 from .classifiers.base import ArraySupport, Support, softmax
 from .errors import InvalidInputError
-from .mahalanobis import RelativeMahalanobis
+from .mahalanobis import RelativeMahalanobis, fit_rows
 
 OOD_SCORES = ("max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis")
 NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis")   # scores computed from the query vectors too
@@ -167,11 +166,10 @@ class OpenSetDetector:
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         self.mahalanobis_, self.scales_ = None, (1.0, 1.0)
         vectors, labels = support.examples()
-        rows = mahalanobis.fit_rows(len(labels), self.seed)      # None, or a random subset of a large support
-        everything = np.ones(len(labels), bool) if rows is None else rows
-        if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels[everything], support.n_classes) and \
-                all(RelativeMahalanobis.can_fit(labels[rest & everything], support.n_classes) for _, rest in folds):
-            self.mahalanobis_ = RelativeMahalanobis().fit(vectors[everything], labels[everything], support.n_classes)
+        rows = fit_rows(len(labels), self.seed)      # None, or a random subset of a large support
+        fitted = np.ones(len(labels), bool) if rows is None else rows
+        if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels[fitted], support.n_classes):
+            self.mahalanobis_ = RelativeMahalanobis().fit(vectors[fitted], labels[fitted], support.n_classes)
         if len(truth) < 5:
             return self
         predicted = scores.argmax(1)
@@ -187,7 +185,10 @@ class OpenSetDetector:
         else:
             ood, confidence_scores = self.ood_scores(scores), scores.max(1)
         if self.mahalanobis_ is not None:
-            held_out = mahalanobis.leave_out_scores(vectors, labels, support.n_classes, folds, rows)[index]
+            # LOO scores: in closed form for examples in the fit; examples outside it (a large support) are new
+            held_out = self.mahalanobis_.scores(vectors[index])
+            inside = fitted[index]
+            held_out[inside] = self.mahalanobis_.leave_one_out_scores(vectors[index[inside]], labels[index[inside]])
             if self.score == "mahalanobis":
                 ood = held_out
             else:   # each part divided by its spread over the correctly classified LOO examples

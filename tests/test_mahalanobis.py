@@ -4,7 +4,7 @@ from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from sklearn.covariance import ledoit_wolf
 
 from fewshot.errors import InvalidInputError
-from fewshot.mahalanobis import RelativeMahalanobis, leave_out_scores
+from fewshot.mahalanobis import RelativeMahalanobis
 
 
 def gaussian_classes(rng, n_classes=6, per_class=8, dim=10):
@@ -55,22 +55,45 @@ def test_identical_vectors_do_not_break_the_fit():
     assert np.isfinite(RelativeMahalanobis().fit(vectors, labels, 2).scores(np.zeros((2, 5)))).all()
 
 
-def test_leave_out_scores_refit_without_the_block_and_rescale_class_distances(rng):
-    """Each block is scored by a fit on the rest; a class that lost k of its n examples has its d² scaled by
-    (1 + 1/n)/(1 + 1/(n − k)): the mean of fewer examples is noisier, which a new query to the full fit is not."""
-    vectors, labels = gaussian_classes(rng, n_classes=5, per_class=6, dim=6)
-    blocks = [np.array([0, 1, 6]), np.array([12, 20, 29])]
-    folds = [(b, ~np.isin(np.arange(len(labels)), b)) for b in blocks]
-    loo = leave_out_scores(vectors, labels, 5, folds)
-    for block, rest in folds:
-        model = RelativeMahalanobis().fit(vectors[rest], labels[rest], 5)
-        kept = np.bincount(labels[rest], minlength=5)
-        factor = (1 + 1 / 6) / (1 + 1 / kept)
-        expected = model.background_distances(vectors[block]) - \
-            (model.class_distances(vectors[block]) * factor).min(1)
-        np.testing.assert_allclose(loo[block], expected, rtol=1e-9)
-        assert (factor[np.unique(labels[block])] < 1).all()
-    assert np.isnan(np.delete(loo, np.concatenate(blocks))).all()   # examples in no block are not scored
+def test_leave_one_out_scores_equal_a_refit_without_the_example_at_the_fitted_shrinkage(rng):
+    """The closed form must equal refitting without x_i (class mean, background mean, both covariances), with the
+    Ledoit-Wolf shrinkage α and target scale held at the full fit's values, then rescaling the own-class d² by
+    (1 + 1/n)/(1 + 1/(n − 1))."""
+    vectors, labels = gaussian_classes(rng, n_classes=5, per_class=6, dim=8)
+    n_total, counts = len(labels), np.bincount(labels)
+    model = RelativeMahalanobis().fit(vectors, labels, 5)
+    loo = model.leave_one_out_scores(vectors, labels)
+
+    def shrunk(rows, scatter_of, n_fit):     # ledoit_wolf's form (1 − α)·S/N + α·tr(S/N)/p·I, α and tr fixed
+        cov, alpha = ledoit_wolf(scatter_of, assume_centered=True)
+        target = np.trace(scatter_of.T @ scatter_of / len(scatter_of)) / scatter_of.shape[1]
+        return lambda r: with_ridge((1 - alpha) * r.T @ r / n_fit + alpha * target * np.eye(r.shape[1]))
+
+    means = np.stack([vectors[labels == c].mean(0) for c in range(5)])
+    within = shrunk(None, vectors - means[labels], n_total)
+    background = shrunk(None, vectors - vectors.mean(0), n_total)
+    for i in (0, 7, 29):
+        keep = np.arange(n_total) != i
+        means_i = np.stack([vectors[keep & (labels == c)].mean(0) for c in range(5)])
+        precision = np.linalg.inv(within(vectors[keep] - means_i[labels[keep]]))
+        d2 = np.array([(vectors[i] - m) @ precision @ (vectors[i] - m) for m in means_i])
+        n = counts[labels[i]]
+        d2[labels[i]] *= (1 + 1 / n) / (1 + 1 / (n - 1))
+        centre = vectors[keep].mean(0)
+        bg = (vectors[i] - centre) @ np.linalg.inv(background(vectors[keep] - centre)) @ (vectors[i] - centre)
+        assert loo[i] == pytest.approx(bg - d2.min(), rel=1e-4, abs=1e-6)
+    assert (loo < model.scores(vectors)).mean() > 0.9       # left out, an example looks less in-scope
+
+
+def test_an_example_alone_in_its_class_has_no_class_left_when_left_out(rng):
+    vectors, labels = gaussian_classes(rng)
+    vectors, labels = vectors[:-7], labels[:-7]              # the last class keeps one example
+    model = RelativeMahalanobis().fit(vectors, labels, 6)
+    alone = np.flatnonzero(labels == 5)
+    others = model.class_distances(vectors[alone])[:, :5]
+    score = model.leave_one_out_scores(vectors[alone], labels[alone])
+    assert np.isfinite(score).all() and score < model.scores(vectors[alone])
+    assert others.min() < np.inf
 
 
 def test_large_supports_are_fitted_on_a_bounded_random_subset(rng, monkeypatch):
@@ -92,6 +115,6 @@ def test_large_supports_are_fitted_on_a_bounded_random_subset(rng, monkeypatch):
     monkeypatch.setattr(module.RelativeMahalanobis, "fit", spy)
     support = ArraySupport(vectors.astype(np.float32), labels, 6)
     det = OpenSetDetector(keep=0.9, target="drop").fit(support)
-    assert det.mahalanobis_ is not None and max(fitted) == 60 and len(fitted) > 1   # full fit and every fold
+    assert det.mahalanobis_ is not None and fitted == [60]          # one fit, on the subset only
     scores = PrototypeClassifier().fit(support).scores(vectors.astype(np.float32))
     assert det.accept(scores, vectors.astype(np.float32)).all()              # support examples still accepted

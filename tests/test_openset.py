@@ -4,7 +4,7 @@ import pytest
 from fewshot.classifiers import ArraySupport
 from fewshot.classifiers.base import softmax
 from fewshot.index import SupportIndex
-from fewshot.mahalanobis import leave_out_scores
+from fewshot.mahalanobis import RelativeMahalanobis
 from fewshot.openset import OOD_SCORES, OpenSetDetector, class_offsets, fit_temperature, loo_folds, loo_scores
 from tests.conftest import unit_rows
 
@@ -101,7 +101,7 @@ def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng, score):
     scores, truth = loo_scores(support, "prototype")
     correct = scores.argmax(1) == truth
     index = np.concatenate([block for block, _ in loo_folds(support)])    # the same folds, in the same order
-    held_out = leave_out_scores(vectors, labels, 8, loo_folds(support))[index]
+    held_out = RelativeMahalanobis().fit(vectors, labels, 8).leave_one_out_scores(vectors[index], labels[index])
 
     def loo_ood(det):  # the LOO scores the threshold was chosen on (own class offset without the example)
         if score == "max-score":
