@@ -1,7 +1,8 @@
 """Open-set rejection: decide when an input fits none of the registered classes, with no test data.
 
 Everything is estimated on the support set by leave-one-out (LOO): support examples are split into blocks, each
-block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs.
+block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs (the
+Mahalanobis part is left out one example at a time, in closed form: ``fewshot.mahalanobis``).
 From those LOO scores:
 
 * a softmax temperature is fitted by minimising the LOO negative log-likelihood (calibrated probabilities);
