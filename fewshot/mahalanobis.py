@@ -16,7 +16,7 @@ Thresholds need scores of support examples as if they were new (leave-one-out, L
 example would cost n fits; ``RelativeMahalanobis.leave_one_out_scores`` gets them from the one fit instead.
 Leaving x_i out of a class of n moves that class mean by (x_i − μ_c)/(n − 1) and takes exactly
 n/(n − 1)·r_iᵀr_i off the within-class scatter (r_i = x_i − μ_c), so with the Ledoit-Wolf shrinkage kept at its
-fitted value (α, and the target's scale) the shared covariance loses a rank-one term,
+fitted value (α, the target's scale, and the normaliser N) the shared covariance loses a rank-one term,
 Σ₋ᵢ = Σ − c·r_i r_iᵀ with c = (1 − α)·n/(N(n − 1)), and Sherman-Morrison gives every distance in closed form:
 
     own class:     d²₋ᵢ = (n/(n − 1))² · D/(1 − cD)            D = r_iᵀ Σ⁻¹ r_i
@@ -82,9 +82,9 @@ class RelativeMahalanobis:
         return self
 
     def leave_one_out_scores(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """(m, d) vectors and (m,) labels of examples that were part of the fit → (m,) scores, each computed as if
-        that example had been left out of the fit (closed form, see the module docstring). An example alone in its
-        class has no class left: its own-class distance is +inf."""
+        """(m, d) vectors and (m,) labels of examples that were part of the fit → (m, C) per-class scores
+        d²_0 − d²_c, each row computed as if that example had been left out of the fit (closed form, see the
+        module docstring; ``.max(1)`` gives ``scores``). An example alone in its class leaves no class: −inf."""
         vectors = np.asarray(vectors, np.float64)
         labels = np.asarray(labels, np.int64)
         rows = np.arange(len(labels))
@@ -106,7 +106,7 @@ class RelativeMahalanobis:
         bg_d2 = (background ** 2).sum(1)
         c0 = self._downdate[1] * total / (total - 1.0)
         bg = (total / (total - 1.0)) ** 2 * bg_d2 / np.maximum(1.0 - c0 * bg_d2, 1e-12)
-        return bg - d2.min(1)
+        return bg[:, None] - d2
 
     def class_distances(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n, C) squared Mahalanobis distances to each class mean (+inf for empty classes)."""
@@ -121,18 +121,29 @@ class RelativeMahalanobis:
         white = _whiten(self._background, np.asarray(queries, np.float64) - self._center)
         return (white ** 2).sum(1)
 
+    def class_scores(self, queries: np.ndarray) -> np.ndarray:
+        """(n, d) queries → (n, C) relative Mahalanobis scores per class, d²_0 − d²_c (−inf for empty classes)."""
+        return self.background_distances(queries)[:, None] - self.class_distances(queries)
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n,) relative Mahalanobis score d²_0 − min_c d²_c (higher = more in-scope)."""
-        return self.background_distances(queries) - self.class_distances(queries).min(1)
+        return self.class_scores(queries).max(1)
 
 
-def fit_rows(n: int, seed: int = 0) -> np.ndarray | None:
-    """(n,) bool mask of the rows to fit on: None (all) up to ``MAX_FIT_ROWS``, else that many at random."""
+def fit_rows(labels: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    """(n,) bool mask of the rows to fit on, from (n,) class indices: None (all rows) up to ``MAX_FIT_ROWS``, else
+    a random sample of about that many, stratified by class, that keeps min(n_c, 2) rows of every class c (so no
+    class vanishes from the fit)."""
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
     if n <= MAX_FIT_ROWS:
         return None
-    rows = np.zeros(n, bool)
-    rows[np.random.default_rng(seed).choice(n, MAX_FIT_ROWS, replace=False)] = True
-    return rows
+    counts = np.bincount(labels)
+    quota = np.maximum(np.floor(counts * (MAX_FIT_ROWS / n)), np.minimum(counts, 2)).astype(np.int64)
+    order = np.lexsort((np.random.default_rng(seed).random(n), labels))   # by class, random within a class
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rank < quota[labels]
 
 
 def _cholesky(covariance: np.ndarray) -> np.ndarray:

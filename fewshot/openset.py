@@ -149,6 +149,9 @@ class OpenSetDetector:
         self.class_offsets_: np.ndarray | None = None      # (C,) for "class-relative": typical score − global
         self.mahalanobis_: RelativeMahalanobis | None = None  # for the Mahalanobis scores, when it can be fitted
         self.scales_: tuple[float, float] = (1.0, 1.0)      # LOO spreads of the class-relative / Mahalanobis parts
+        self.typical_mahalanobis_: float = 0.0              # its mean over correct LOO examples: the Mahalanobis
+                                                            # part for labels of classes that have no example
+        self.effective_score_: str = score                  # "class-relative" when a Mahalanobis score can't fit
         self.support: Support | None = None
 
     def config(self) -> dict[str, Any]:
@@ -165,40 +168,42 @@ class OpenSetDetector:
         scores, truth, index = _scores_on_folds(support, classifier_name, classifier_config, folds)
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
-        self.mahalanobis_, self.scales_ = None, (1.0, 1.0)
+        self.mahalanobis_, self.scales_, self.typical_mahalanobis_ = None, (1.0, 1.0), 0.0
         vectors, labels = support.examples()
-        rows = fit_rows(len(labels), self.seed)      # None, or a random subset of a large support
+        rows = fit_rows(labels, self.seed)      # None, or a class-stratified subset of a large support
         fitted = np.ones(len(labels), bool) if rows is None else rows
         if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels[fitted], support.n_classes):
             self.mahalanobis_ = RelativeMahalanobis().fit(vectors[fitted], labels[fitted], support.n_classes)
+        # a Mahalanobis score with too few examples for a covariance rejects by the class-relative score
+        self.effective_score_ = "class-relative" if self.score in NEEDS_QUERIES and self.mahalanobis_ is None \
+            else self.score
         if len(truth) < 5:
             return self
         predicted = scores.argmax(1)
         correct = predicted == truth
-        # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy, the pure
-        # Mahalanobis score: the top score)
-        if self.score in ("class-relative", "class-relative+mahalanobis"):
-            self.class_offsets_, ood = class_offsets(scores.max(1), predicted, truth, support.n_classes,
-                                                     self.shrinkage)
-            confidence_scores = ood
-        elif self.score == "mahalanobis":   # its LOO scores come below
-            ood, confidence_scores = None, scores.max(1)
-        else:
-            ood, confidence_scores = self.ood_scores(scores), scores.max(1)
-        if self.mahalanobis_ is not None:
-            # LOO scores: in closed form for examples in the fit; examples outside it (a large support) are new
-            held_out = self.mahalanobis_.scores(vectors[index])
+        score = self.effective_score_
+        if score in ("class-relative", "class-relative+mahalanobis"):
+            self.class_offsets_, relative = class_offsets(scores.max(1), predicted, truth, support.n_classes,
+                                                          self.shrinkage)
+        if score in NEEDS_QUERIES:
+            # (m, C) LOO class scores: in closed form for examples in the fit; outside it (a large support) new
+            held_out = self.mahalanobis_.class_scores(vectors[index])
             inside = fitted[index]
             held_out[inside] = self.mahalanobis_.leave_one_out_scores(vectors[index[inside]], labels[index[inside]])
-            if self.score == "mahalanobis":
-                ood = held_out
+            part = held_out[np.arange(len(index)), predicted] if score == "mahalanobis" else held_out.max(1)
+            self.typical_mahalanobis_ = float(part[correct].mean()) if correct.any() else 0.0
+            part = np.where(self.mahalanobis_.counts[predicted] > 0, part, self.typical_mahalanobis_)
+            if score == "mahalanobis":
+                ood = part
             else:   # each part divided by its spread over the correctly classified LOO examples
-                self.scales_ = (_spread(ood[correct]), _spread(held_out[correct]))
-                ood = ood / self.scales_[0] + held_out / self.scales_[1]
-                confidence_scores = ood
-        elif self.score == "mahalanobis":   # too few examples for a covariance: the class-relative score
-            self.class_offsets_, ood = class_offsets(scores.max(1), predicted, truth, support.n_classes,
-                                                     self.shrinkage)
+                self.scales_ = (_spread(relative[correct]), _spread(part[correct]))
+                ood = relative / self.scales_[0] + part / self.scales_[1]
+        elif score == "class-relative":
+            ood = relative
+        else:
+            ood = self.ood_scores(scores)
+        # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy: the top score)
+        confidence_scores = scores.max(1) if score in ("msp", "energy") else ood
         self.platt_ = fit_platt(confidence_scores, correct)
         pool = ood if self.target == "coverage" else ood[correct]
         if len(pool) == 0:
@@ -235,38 +240,41 @@ class OpenSetDetector:
         return 1.0 / (1.0 + np.exp(-(slope * x + intercept)))
 
     def _label_scores(self, scores: np.ndarray, queries: np.ndarray | None) -> np.ndarray:
-        """(n, C) classifier scores → (n, C) per-label scores the confidence map reads (its top = ood score for
-        the class-relative scores)."""
+        """(n, C) classifier scores → (n, C) per-label scores: the confidence map reads them, and the rejection
+        score is their value at the top label (except for "msp" and "energy"). Labels of classes without examples
+        get the typical Mahalanobis part: a covariance says nothing about them."""
         x = scores.astype(np.float64)
-        if self.class_offsets_ is not None and self.score in ("class-relative", "class-relative+mahalanobis"):
+        score = self.effective_score_
+        if score == "mahalanobis":
+            return np.where(self.mahalanobis_.counts[None, :] > 0, self._mahalanobis(queries, per_class=True),
+                            self.typical_mahalanobis_)
+        if score in ("class-relative", "class-relative+mahalanobis") and self.class_offsets_ is not None:
             x = x - self.class_offsets_[None, :]
-            if self.score == "class-relative+mahalanobis" and self.mahalanobis_ is not None:
-                x = x / self.scales_[0] + self._mahalanobis(queries)[:, None] / self.scales_[1]
+            if score == "class-relative+mahalanobis":
+                part = np.where(self.mahalanobis_.counts[None, :] > 0, self._mahalanobis(queries)[:, None],
+                                self.typical_mahalanobis_)
+                x = x / self.scales_[0] + part / self.scales_[1]
         return x
 
-    def _mahalanobis(self, queries: np.ndarray | None) -> np.ndarray:
-        """(n, d) queries → (n,) relative Mahalanobis scores; a typed error when the queries are missing."""
+    def _mahalanobis(self, queries: np.ndarray | None, per_class: bool = False) -> np.ndarray:
+        """(n, d) queries → (n,) relative Mahalanobis scores, or (n, C) per class; a typed error when the queries
+        are missing."""
         if queries is None:
             raise InvalidInputError(f"the {self.score!r} rejection score needs the query vectors: pass queries")
-        return self.mahalanobis_.scores(queries)
+        return self.mahalanobis_.class_scores(queries) if per_class else self.mahalanobis_.scores(queries)
 
     def ood_scores(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
         """(n, C) scores (and the (n, d) queries, needed by the Mahalanobis scores) → (n,) in-scope-ness (higher =
         more likely one of the classes)."""
-        if self.score == "max-score":
+        if self.effective_score_ == "max-score":
             return scores.max(1)
-        if self.score in NEEDS_QUERIES and self.mahalanobis_ is not None:
-            if self.score == "mahalanobis":
-                return self._mahalanobis(queries)
-            return self._label_scores(scores, queries)[np.arange(len(scores)), scores.argmax(1)]
-        if self.score in ("class-relative", *NEEDS_QUERIES):   # Mahalanobis scores without one: class-relative
-            offsets = self.class_offsets_ if self.class_offsets_ is not None else np.zeros(scores.shape[1])
-            return scores.max(1) - offsets[scores.argmax(1)]
-        if self.score == "msp":
+        if self.effective_score_ == "msp":
             return self.probabilities(scores).max(1)
-        z = scores * self.temperature_
-        top = z.max(1)
-        return (top + np.log(np.exp(z - top[:, None]).sum(1))) / self.temperature_
+        if self.effective_score_ == "energy":
+            z = scores * self.temperature_
+            top = z.max(1)
+            return (top + np.log(np.exp(z - top[:, None]).sum(1))) / self.temperature_
+        return self._label_scores(scores, queries)[np.arange(len(scores)), scores.argmax(1)]
 
     def accept(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
         """(n, C) scores (and the (n, d) queries: needed by the Mahalanobis scores, and to always accept inputs

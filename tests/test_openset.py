@@ -102,16 +102,17 @@ def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng, score):
     correct = scores.argmax(1) == truth
     index = np.concatenate([block for block, _ in loo_folds(support)])    # the same folds, in the same order
     held_out = RelativeMahalanobis().fit(vectors, labels, 8).leave_one_out_scores(vectors[index], labels[index])
+    at_prediction, nearest = held_out[np.arange(len(index)), scores.argmax(1)], held_out.max(1)
 
     def loo_ood(det):  # the LOO scores the threshold was chosen on (own class offset without the example)
         if score == "max-score":
             return scores.max(1)
         if score == "mahalanobis":
-            return held_out
+            return at_prediction
         relative = class_offsets(scores.max(1), scores.argmax(1), truth, 8, det.shrinkage)[1]
         if score == "class-relative":
             return relative
-        return relative / relative[correct].std() + held_out / held_out[correct].std()
+        return relative / relative[correct].std() + nearest / nearest[correct].std()
 
     assert 0 < correct.mean() < 1
     previous = np.inf
@@ -173,7 +174,7 @@ def test_class_relative_score_separates_inputs_near_tight_classes_better_than_on
 
 
 
-@pytest.mark.parametrize("score", ["class-relative", "class-relative+mahalanobis"])
+@pytest.mark.parametrize("score", ["class-relative", "class-relative+mahalanobis", "mahalanobis"])
 def test_class_relative_confidence_ranks_inputs_as_rejection_does(rng, score):
     from fewshot.classifiers import PrototypeClassifier
 
@@ -181,7 +182,7 @@ def test_class_relative_confidence_ranks_inputs_as_rejection_does(rng, score):
     vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes: Platt can be fitted
     support = ArraySupport(vectors, labels, 8)
     det = OpenSetDetector(score=score).fit(support)
-    assert det.platt_ is not None and np.abs(det.class_offsets_).max() > 0
+    assert det.platt_ is not None and (score == "mahalanobis" or np.abs(det.class_offsets_).max() > 0)
     queries = unit_rows(rng.normal(size=(300, 24)) + vectors[rng.integers(0, len(vectors), 300)] * 3)
     scores = PrototypeClassifier().fit(support).scores(queries)
     top_confidence = det.confidences(scores, queries)[np.arange(len(scores)), scores.argmax(1)]
@@ -222,13 +223,16 @@ def test_mahalanobis_sees_out_of_scope_inputs_along_directions_the_classes_never
 def test_mahalanobis_scores_need_the_queries(rng, score):
     from fewshot.classifiers import PrototypeClassifier
 
-    _, vectors, labels = clustered(rng)
+    centres, vectors, labels = clustered(rng)
+    vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes: Platt is fitted
     support = ArraySupport(vectors, labels, 8)
     det = OpenSetDetector(score=score).fit(support)
-    scores = PrototypeClassifier().fit(support).scores(vectors[:3])
-    with pytest.raises(ValueError, match="query vectors"):
-        det.accept(scores)
-    assert det.accept(scores, vectors[:3]).all()
+    near = unit_rows(centres + 0.3 * rng.normal(size=centres.shape) / np.sqrt(24))   # not support examples
+    scores = PrototypeClassifier().fit(support).scores(near)
+    for call in (det.accept, det.ood_scores, det.confidences):
+        with pytest.raises(ValueError, match="query vectors"):
+            call(scores)
+    assert det.accept(scores, near).mean() > 0.8
 
 
 def test_mahalanobis_scores_fall_back_to_class_relative_without_enough_examples(rng):
@@ -239,8 +243,30 @@ def test_mahalanobis_scores_fall_back_to_class_relative_without_enough_examples(
     support = ArraySupport(vectors, labels, 4)
     queries = unit_rows(rng.normal(size=(20, 24)))
     scores = PrototypeClassifier().fit(support).scores(queries)
+    reference = OpenSetDetector(score="class-relative").fit(support)
     for score in ("mahalanobis", "class-relative+mahalanobis"):
         det = OpenSetDetector(score=score).fit(support)
-        assert det.mahalanobis_ is None
-        np.testing.assert_allclose(det.ood_scores(scores, queries),
-                                   OpenSetDetector(score="class-relative").fit(support).ood_scores(scores))
+        assert det.mahalanobis_ is None and det.effective_score_ == "class-relative"
+        np.testing.assert_allclose(det.ood_scores(scores, queries), reference.ood_scores(scores))
+        assert det.threshold_ == reference.threshold_ and det.platt_ == reference.platt_
+        if reference.platt_ is not None:
+            np.testing.assert_allclose(det.confidences(scores, queries), reference.confidences(scores))
+
+
+@pytest.mark.parametrize("score", ["class-relative", "class-relative+mahalanobis", "mahalanobis"])
+def test_a_class_with_only_a_description_is_not_rejected_for_having_no_examples(rng, score):
+    """Eight classes have examples, a ninth only a prompt vector. Inputs near that prompt are predicted as the
+    ninth class; a covariance knows nothing about it, so the Mahalanobis part must not count against them."""
+    from fewshot.classifiers import PrototypeClassifier
+
+    centres, vectors, labels = clustered(rng, n_classes=9)
+    keep = labels < 8
+    class_vectors = np.zeros((9, 24), np.float32)
+    class_vectors[8] = centres[8]
+    mask = np.r_[np.zeros(8, bool), True]
+    support = ArraySupport(vectors[keep], labels[keep], 9, class_vectors, mask)
+    det = OpenSetDetector(score=score, keep=0.95).fit(support)
+    queries = vectors[~keep]                                   # the ninth class's own inputs
+    scores = PrototypeClassifier().fit(support).scores(queries)
+    assert (scores.argmax(1) == 8).mean() > 0.9
+    assert det.accept(scores, queries).mean() > 0.8
