@@ -10,16 +10,17 @@ From those LOO scores:
   the cosine to the nearest prototype), ``"msp"`` (top calibrated probability) or ``"energy"``
   (T·logsumexp(scores/T)) or ``"class-relative"`` (the top score minus how high the predicted class's own
   examples usually score: classes differ in how tight they are, so one cosine threshold is too strict for loose
-  classes and too lax for tight ones), ``"mahalanobis"`` (relative Mahalanobis distance, ``fewshot.mahalanobis``:
-  computed from the query vectors, with a covariance shared by the classes, minus the distance to the whole
-  support) or ``"class-relative+mahalanobis"`` (the default: the two added, each divided by its spread over the
-  correctly classified LOO examples) — higher = more in-scope. The Mahalanobis scores need the query vectors
-  (``accept(scores, queries)``) and at least 10 examples beyond one per class; with fewer they fall back to
-  ``"class-relative"``;
+  classes and too lax for tight ones), ``"mahalanobis"`` (relative Mahalanobis distance to the predicted class,
+  ``fewshot.mahalanobis``: from the query vector, with a covariance shared by the classes, minus the distance to
+  the whole support) or ``"class-relative+mahalanobis"`` (the default: the class-relative score plus the relative
+  Mahalanobis score to the nearest class, each divided by its spread over the correctly classified LOO examples)
+  — higher = more in-scope. The Mahalanobis scores need the query vectors (``accept(scores, queries)``) and at
+  least 10 examples beyond one per class; with fewer they fall back to ``"class-relative"``. A label whose class
+  has only a description gets the typical (LOO mean) Mahalanobis part: a covariance says nothing about it;
 * a confidence per label, P(the label is right | its score), is fitted by 1-D logistic regression of LOO
-  correctness on the LOO top score (Platt scaling; on the class-relative top score when that is the rejection
-  score): monotone in the score, so it ranks in-scope above out-of-scope inputs as well as the score itself, and
-  is comparable across inputs;
+  correctness on the LOO rejection score (Platt scaling; on the top classifier score for "msp" and "energy"):
+  monotone in the score, so it ranks in-scope above out-of-scope inputs as well as the score itself, and is
+  comparable across inputs;
 * a threshold is chosen so that a fraction ``keep`` of in-scope inputs is accepted (``target="coverage"``), or so
   that ``keep`` of the correctly classified LOO examples survive (``target="accuracy"``, "keep 95% of in-scope
   accuracy"), or so that in-scope accuracy falls by at most ``1 − keep`` in absolute terms (``target="drop"``:
