@@ -354,8 +354,10 @@ class FewShotEngine:
             queries = self._adapt_queries(queries)
             scores = classifier.scores(queries)
             probs = self._probabilities(scores)
-            confidence = self._openset().confidences(scores, queries) if self._uses_calibration() else None
-            accepted = self._openset().accept(scores, queries) if reject else np.ones(len(probs), bool)
+            confidence, accepted = None, np.ones(len(probs), bool)
+            if reject or self._uses_calibration():
+                confidence, accepted = self._openset().assess(scores, queries, reject=reject)
+                confidence = confidence if self._uses_calibration() else None
         k = min(int(top_k), len(classes))
         order = _top_k_columns(scores, k)
         values = confidence if confidence is not None else probs

@@ -45,7 +45,6 @@ class RelativeMahalanobis:
     Classes without examples are left out of the minimum (their d² is +inf)."""
 
     def __init__(self) -> None:
-        self.means: np.ndarray | None = None          # (C, d) class means, NaN rows for empty classes
         self.counts: np.ndarray | None = None         # (C,) examples per class
         self._within: np.ndarray | None = None        # (d, d) lower Cholesky factor of the shared covariance
         self._background: np.ndarray | None = None    # (d, d) lower Cholesky factor of the background one
@@ -72,12 +71,12 @@ class RelativeMahalanobis:
         sums = np.zeros((n_classes, vectors.shape[1]))
         np.add.at(sums, labels, vectors)
         with np.errstate(invalid="ignore", divide="ignore"):
-            self.means = sums / self.counts[:, None]
+            means = sums / self.counts[:, None]                          # NaN rows for empty classes
         self._center = vectors.mean(0)
-        within, alpha = ledoit_wolf(vectors - self.means[labels], assume_centered=True)
+        within, alpha = ledoit_wolf(vectors - means[labels], assume_centered=True)
         background, alpha0 = ledoit_wolf(vectors - self._center, assume_centered=True)
         self._within, self._background = _cholesky(within), _cholesky(background)
-        self._white_means = _whiten(self._within, np.nan_to_num(self.means))
+        self._white_means = _whiten(self._within, np.nan_to_num(means))
         self._downdate = ((1.0 - alpha) / len(labels), (1.0 - alpha0) / len(labels))
         return self
 
@@ -96,7 +95,7 @@ class RelativeMahalanobis:
         with np.errstate(divide="ignore", invalid="ignore"):
             c = np.where(n > 1, self._downdate[0] * n / (n - 1.0), 0.0)   # alone: its residual is 0
             shrink = np.maximum(1.0 - c * own_d2, 1e-12)
-            d2 = self.class_distances(vectors)
+            d2 = self._class_distances_white(white)
             along = (white * residual).sum(1)[:, None] - residual @ self._white_means.T   # v_kᵀ Σ⁻¹ r_i
             d2 = d2 + (c / shrink)[:, None] * along ** 2
             own = (n / (n - 1.0)) ** 2 * own_d2 / shrink * (1.0 + 1.0 / n) / (1.0 + 1.0 / (n - 1.0))
@@ -110,7 +109,10 @@ class RelativeMahalanobis:
 
     def class_distances(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n, C) squared Mahalanobis distances to each class mean (+inf for empty classes)."""
-        white = _whiten(self._within, np.asarray(queries, np.float64))
+        return self._class_distances_white(_whiten(self._within, np.asarray(queries, np.float64)))
+
+    def _class_distances_white(self, white: np.ndarray) -> np.ndarray:
+        """(n, d) queries already whitened by the shared covariance → (n, C) squared distances (+inf: empty)."""
         d2 = (white ** 2).sum(1)[:, None] - 2.0 * white @ self._white_means.T + (self._white_means ** 2).sum(1)[None]
         d2 = np.maximum(d2, 0.0)
         d2[:, self.counts == 0] = np.inf

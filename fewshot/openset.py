@@ -234,10 +234,21 @@ class OpenSetDetector:
     def confidences(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray | None:
         """(n, C) scores (and the (n, d) queries, needed by the Mahalanobis scores) → (n, C) P(label is right |
         score) by the fitted Platt map; None if not fitted."""
-        if self.platt_ is None:
-            return None
-        slope, intercept = self.platt_
+        return self._platt(self._label_scores(scores, queries)) if self.platt_ is not None else None
+
+    def assess(self, scores: np.ndarray, queries: np.ndarray | None = None,
+               reject: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """``confidences`` and ``accept`` (all True unless ``reject``) together: ((n, C) or None, (n,) bool),
+        computing the per-label scores (for the Mahalanobis scores, from the queries) once."""
         x = self._label_scores(scores, queries)
+        confidence = self._platt(x) if self.platt_ is not None else None
+        accepted = self._accept(self._ood_from(x, scores), scores, queries) if reject \
+            else np.ones(len(scores), bool)
+        return confidence, accepted
+
+    def _platt(self, x: np.ndarray) -> np.ndarray:
+        """(n, C) per-label scores → (n, C) confidences by the fitted Platt map."""
+        slope, intercept = self.platt_
         return 1.0 / (1.0 + np.exp(-(slope * x + intercept)))
 
     def _label_scores(self, scores: np.ndarray, queries: np.ndarray | None) -> np.ndarray:
@@ -267,6 +278,13 @@ class OpenSetDetector:
     def ood_scores(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
         """(n, C) scores (and the (n, d) queries, needed by the Mahalanobis scores) → (n,) in-scope-ness (higher =
         more likely one of the classes)."""
+        if self.effective_score_ in ("max-score", "msp", "energy"):
+            return self._ood_from(None, scores)
+        return self._ood_from(self._label_scores(scores, queries), scores)
+
+    def _ood_from(self, label_scores: np.ndarray | None, scores: np.ndarray) -> np.ndarray:
+        """(n,) in-scope-ness from the (n, C) per-label scores (read at the top label) or, for "max-score", "msp"
+        and "energy", from the (n, C) classifier scores alone."""
         if self.effective_score_ == "max-score":
             return scores.max(1)
         if self.effective_score_ == "msp":
@@ -275,12 +293,15 @@ class OpenSetDetector:
             z = scores * self.temperature_
             top = z.max(1)
             return (top + np.log(np.exp(z - top[:, None]).sum(1))) / self.temperature_
-        return self._label_scores(scores, queries)[np.arange(len(scores)), scores.argmax(1)]
+        return label_scores[np.arange(len(scores)), scores.argmax(1)]
 
     def accept(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
         """(n, C) scores (and the (n, d) queries: needed by the Mahalanobis scores, and to always accept inputs
         equal to a support example) → (n,) bool: True = in-scope."""
-        ood = self.ood_scores(scores, queries)
+        return self._accept(self.ood_scores(scores, queries), scores, queries)
+
+    def _accept(self, ood: np.ndarray, scores: np.ndarray, queries: np.ndarray | None) -> np.ndarray:
+        """(n,) in-scope-ness against the threshold(s); inputs equal to a support example are always accepted."""
         threshold = self.class_thresholds_[scores.argmax(1)] if self.class_thresholds_ is not None \
             else self.threshold_
         accepted = ood >= threshold

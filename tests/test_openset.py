@@ -270,3 +270,21 @@ def test_a_class_with_only_a_description_is_not_rejected_for_having_no_examples(
     scores = PrototypeClassifier().fit(support).scores(queries)
     assert (scores.argmax(1) == 8).mean() > 0.9
     assert det.accept(scores, queries).mean() > 0.8
+
+
+@pytest.mark.parametrize("score", OOD_SCORES)
+def test_assess_gives_what_confidences_and_accept_give(rng, score):
+    from fewshot.classifiers import PrototypeClassifier
+
+    centres, vectors, labels = clustered(rng)
+    vectors = unit_rows(vectors + 0.35 * rng.normal(size=vectors.shape))  # some LOO mistakes: Platt is fitted
+    support = ArraySupport(vectors, labels, 8)
+    det = OpenSetDetector(score=score, keep=0.8).fit(support)
+    queries = unit_rows(np.concatenate([centres + 0.3 * rng.normal(size=centres.shape) / np.sqrt(24),
+                                        rng.normal(size=(40, 24))]))
+    scores = PrototypeClassifier().fit(support).scores(queries)
+    confidence, accepted = det.assess(scores, queries)
+    assert det.platt_ is not None and 0 < accepted.mean() < 1
+    np.testing.assert_array_equal(confidence, det.confidences(scores, queries))
+    np.testing.assert_array_equal(accepted, det.accept(scores, queries))
+    assert det.assess(scores, queries, reject=False)[1].all()
