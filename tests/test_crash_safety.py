@@ -35,10 +35,12 @@ def child(root: str, progress: str, first: int) -> None:  # runs in the forked c
         step = first
         while True:
             engine_at(step).save(root)
-            fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            # written aside and renamed: a kill between truncating and writing would leave an empty file
+            fd = os.open(progress + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.write(fd, str(step).encode())
             os.fsync(fd)
             os.close(fd)
+            os.replace(progress + ".tmp", progress)
             step += 1
     finally:
         os._exit(1)
