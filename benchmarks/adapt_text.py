@@ -4,7 +4,7 @@ unlabeled test pool (its texts, not its labels) is available. MiniLM; Banking77 
     python benchmarks/adapt_text.py [--repeats 5]
 
 Writes benchmarks/results/adapt_text.{json,md}. Hyperparameters: soft k-means temperature = the LOO-calibrated
-temperature on the support set (fewshot.openset.fit_temperature; 20 when there is no support to calibrate on,
+temperature on the support set (fewshot.openset.detector.fit_temperature; 20 when there is no support to calibrate on,
 e.g. zero-shot), 5 steps; CORAL shrinkage 0.1. None is chosen on test data.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 
 from fewshot.adapt import ADAPT_METHODS, Adaptation
 from fewshot.classifiers import ArraySupport, PrototypeClassifier
-from fewshot.data import load_clinc150
+from fewshot.datasets import load_clinc150
 from fewshot.encoders import load_encoder
 from fewshot.encoders.cache import cached_encode
-from fewshot.openset import fit_temperature, loo_scores
+from fewshot.openset.detector import fit_temperature, loo_scores
 from fewshot.templates import TEXT_TEMPLATES, expand, humanise_label
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"

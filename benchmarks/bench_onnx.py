@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from fewshot.classifiers import ArraySupport, PrototypeClassifier
     from fewshot.encoders import load_encoder
     from fewshot.encoders.cache import cached_encode
-    from fewshot.engine import FewShotEngine
+    from fewshot.engine.engine import FewShotEngine
 
     work = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
     results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         from PIL import Image
 
         from fewshot.encoders.onnx import load_onnx
-        from fewshot.export import export_encoder
+        from fewshot.export.onnx_export import export_encoder
 
         with np.load(DATA / "images" / "omniglot" / "images_evaluation.npz") as z:
             arr = z["images"]

@@ -1,7 +1,7 @@
 """Side by side with easyfsl on identical episodes: per-episode agreement and speed.
 
 On cached minilm embeddings of Banking77 (support from train, queries from test), 10,000 episodes of
-5-way 5-shot 15-query are sampled once by ``fewshot.episodes.sample_episodes``; then
+5-way 5-shot 15-query are sampled once by ``fewshot.evaluation.episodes.sample_episodes``; then
 1. our batched evaluator runs on them in a fresh subprocess (sampling + scoring timed, peak RSS of that
    whole process measured as its VmHWM), several times;
 2. easyfsl 1.5's own loop (``easyfsl.utils.evaluate``: DataLoader + ``TaskSampler.episodic_collate_fn`` +
@@ -50,7 +50,7 @@ def peak_rss_mib() -> float:
 
 def ours_only(npz: str, episodes: int, method: str, seed: int, runs: int) -> dict:
     """Subprocess body: load embeddings, time our evaluator ``runs`` times, report accuracies and peak RSS."""
-    from fewshot.episodes import run_episodic   # numpy only: torch is not imported in this process
+    from fewshot.evaluation.episodes import run_episodic   # numpy only: torch is not imported in this process
 
     z = np.load(npz)
     rss_before = peak_rss_mib()
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from easyfsl.utils import evaluate
 
-    from fewshot.bench import prepare
-    from fewshot.episodes import sample_episodes
+    from fewshot.evaluation.bench import prepare
+    from fewshot.evaluation.episodes import sample_episodes
 
     data = prepare(str(DATA / "train.csv"), str(DATA / "test.csv"), "minilm", cache_dir=args.cache_dir)
     n_way, n_shot, n_query = 5, 5, 15

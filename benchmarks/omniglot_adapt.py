@@ -1,4 +1,4 @@
-"""Omniglot: frozen effnet-lite0 vs effnet-lite0 adapted on the background set (fewshot.transfer), few-shot on the
+"""Omniglot: frozen effnet-lite0 vs effnet-lite0 adapted on the background set (fewshot.training.image_transfer), few-shot on the
 evaluation set (659 new classes, 20 alphabets never seen in adaptation).
 
 Rows (prototype classifier, cosine; one pool: support and queries of an episode drawn disjointly; 15 queries per
@@ -14,7 +14,7 @@ class; the same seeded episodes for every encoder evaluated on the same classes)
 
 Adaptation: ``--encoder-dir DIR`` evaluates an encoder saved by ``fewshot adapt --out DIR`` (its wall time and
 settings are read from DIR/encoder.json); without it, the script adapts on images_background.npz with
-fewshot.transfer's defaults and saves to ``--save-dir``.
+fewshot.training.image_transfer's defaults and saves to ``--save-dir``.
 
     .venv/bin/python benchmarks/omniglot_adapt.py [--encoder-dir DIR] [--episodes 600] [--baseline-classes 100]
 """
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot.bench import encode_cached
-from fewshot.data import load_omniglot
-from fewshot.episodes import run_episodic
+from fewshot.evaluation.bench import encode_cached
+from fewshot.datasets import load_omniglot
+from fewshot.evaluation.episodes import run_episodic
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "omniglot"
 SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fewshot.encoders.timm_image import TimmImageEncoder, load_effnet_lite0, load_timm_dir
-    from fewshot.transfer import default_threads, run_adapt, add_adapt_arguments
+    from fewshot.training.image_transfer import default_threads, run_adapt, add_adapt_arguments
 
     torch.set_num_threads(args.threads or default_threads())
     if args.encoder_dir is None:
@@ -189,7 +189,7 @@ def markdown(p: dict) -> str:
         lines.append(f"| {h['epoch']} | {h['seconds']} | {h.get('loss', '')} | {h.get('val_5w1s', '')} | "
                      f"{h.get('val_20w1s', '')} |")
     lines += ["", "Reproduce: `fewshot adapt --source images_background.npz --out DIR` (or "
-              "`python -m fewshot.transfer ...`), then `python benchmarks/omniglot_adapt.py --encoder-dir DIR`.", ""]
+              "`python -m fewshot.training.image_transfer ...`), then `python benchmarks/omniglot_adapt.py --encoder-dir DIR`.", ""]
     return "\n".join(lines)
 
 

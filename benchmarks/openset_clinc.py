@@ -8,8 +8,8 @@ is used for measuring, never for choosing. Writes benchmarks/results/openset_cli
     python benchmarks/openset_clinc.py --shots 10 --classifier linear  # → openset_clinc_linear.{json,md}
 
 ``--refine-encoder`` does what ``FewShotEngine.refine("encoder")`` does on each seed's support: a fifth of
-each class is kept away from the fine-tune (``fewshot.refine.calibration_holdout``), MiniLM is fine-tuned on the
-rest (``fewshot.refine.finetune_encoder``: contrastive loss, early stopping on a held-out part of it, no refit),
+each class is kept away from the fine-tune (``fewshot.training.text_finetune.calibration_holdout``), MiniLM is fine-tuned on the
+rest (``fewshot.training.text_finetune.finetune_encoder``: contrastive loss, early stopping on a held-out part of it, no refit),
 support and queries are re-embedded, and thresholds are calibrated on the kept-away part only — examples that
 neither trained the encoder nor chose its epoch count.
 """
@@ -24,10 +24,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fewshot.classifiers import ArraySupport, make_classifier
-from fewshot.data import load_clinc150
+from fewshot.datasets import load_clinc150
 from fewshot.encoders import load_encoder
 from fewshot.encoders.cache import cached_encode
-from fewshot.openset import OpenSetDetector
+from fewshot.openset.detector import OpenSetDetector
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "clinc150" / "data_full.json"
 OUT = Path(__file__).resolve().parent / "results"
@@ -72,8 +72,8 @@ def main() -> None:
             if args.refine_encoder:  # fine-tuned embeddings are kept per seed, so re-runs skip the fine-tune
                 cache = Path(args.refined_cache) / f"clinc_k{shots}_seed{seed}_kept_away.npz"
                 if not cache.exists():
-                    from fewshot.engine import CALIBRATION_FRACTION, MIN_UNSEEN_FOR_CALIBRATION
-                    from fewshot.refine import calibration_holdout, finetune_encoder
+                    from fewshot.engine.engine import CALIBRATION_FRACTION, MIN_UNSEEN_FOR_CALIBRATION
+                    from fewshot.training.text_finetune import calibration_holdout, finetune_encoder
                     texts = [train.inputs[i] for i in idx]
                     unseen = calibration_holdout(y_train[idx], CALIBRATION_FRACTION, seed, MIN_UNSEEN_FOR_CALIBRATION)
                     res = finetune_encoder([t for t, k in zip(texts, unseen) if not k], y_train[idx][~unseen],

@@ -76,7 +76,7 @@ def run_frozen(method: str, d: dict, idx: np.ndarray) -> np.ndarray:
 
 
 def run_encoder_ft(d: dict, idx: np.ndarray, seed: int, head: str = "linear") -> np.ndarray:
-    from fewshot.refine import finetune_encoder
+    from fewshot.training.text_finetune import finetune_encoder
 
     tr_texts = [d["train"][0][i] for i in idx]
     names = [humanise_label(c) for c in d["classes"]]

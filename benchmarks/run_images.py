@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from fewshot.bench import BenchData, encode_cached, run_mode, write_reports
-from fewshot.data import load_dataset
+from fewshot.evaluation.bench import BenchData, encode_cached, run_mode, write_reports
+from fewshot.datasets import load_dataset
 from fewshot.encoders import load_encoder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "omniglot"

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fewshot.bench import markdown_table, prepare, run_mode, write_reports
+from fewshot.evaluation.bench import markdown_table, prepare, run_mode, write_reports
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
 DATASETS = {

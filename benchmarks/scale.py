@@ -1,4 +1,4 @@
-"""Scale benchmark: 1,000,000 support vectors × 384-d across 10,000 classes, through ``fewshot.index.SupportIndex``
+"""Scale benchmark: 1,000,000 support vectors × 384-d across 10,000 classes, through ``fewshot.index.support_index.SupportIndex``
 and ``FewShotEngine``, for the three index types (exact ``flat``, ``hnsw``, ``ivfpq``).
 
 Data (``--data clustered``, the default): 10,000 random unit class centres; each class gets 100 support vectors
@@ -38,7 +38,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fewshot import FewShotEngine  # noqa: E402
 from fewshot.encoders.base import Encoder  # noqa: E402
-from fewshot.index import SupportIndex  # noqa: E402
+from fewshot.index.support_index import SupportIndex  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -47,7 +47,7 @@ def run_setfit(tr_texts, tr_y, te_texts, seed: int, iterations: int, epochs: int
 
 
 def run_ours(d, idx, seed: int, head: str = "linear", **kw):
-    from fewshot.refine import finetune_encoder
+    from fewshot.training.text_finetune import finetune_encoder
 
     names = [humanise_label(c) for c in d["classes"]]
     tr_texts = [d["train"][0][i] for i in idx]

@@ -1,11 +1,11 @@
 """fewshot: few-shot and zero-shot classification on frozen encoders."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from fewshot._core import __version__
 
-from .encoders import Encoder, list_encoders, load_encoder
-from .engine import FewShotEngine, Prediction
-from .errors import FewShotError
+from fewshot.encoders import Encoder, list_encoders, load_encoder
+from fewshot.engine.engine import FewShotEngine, Prediction
+from fewshot.errors import FewShotError
 
 __all__ = ["Encoder", "FewShotEngine", "FewShotError", "Prediction", "list_encoders", "load_encoder",
            "__version__"]

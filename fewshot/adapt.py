@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classifiers.base import ArraySupport, Support, check_vectors, softmax
-from .errors import InvalidInputError
+from fewshot.classifiers.base import ArraySupport, Support, check_vectors, softmax
+from fewshot.errors import InvalidInputError
 
 ADAPT_METHODS = ("recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd")
 

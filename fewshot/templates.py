@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from .errors import InvalidInputError
+from fewshot.errors import InvalidInputError
 
 #: A small ensemble for sentence encoders (intent / topic style classes).
 TEXT_TEMPLATES: tuple[str, ...] = (

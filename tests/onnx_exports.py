@@ -34,7 +34,7 @@ sys.meta_path.insert(0, _Block())
 @functools.lru_cache(maxsize=None)
 def exported(encoder: str, quantize: str | None = None) -> Path:
     """Export ``encoder`` once per test session; returns the export folder."""
-    from fewshot.export import export_encoder
+    from fewshot.export.onnx_export import export_encoder
 
     safe = encoder.replace(":", "_").replace("/", "_")
     return export_encoder(encoder, _ROOT / f"{safe}-{quantize or 'fp32'}", quantize=quantize)

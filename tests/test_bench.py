@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fewshot.encoders
-from fewshot.bench import RESULT_KEYS, add_bench_arguments, markdown_table, run_bench
+from fewshot.evaluation.bench import RESULT_KEYS, add_bench_arguments, markdown_table, run_bench
 from fewshot.encoders.base import Encoder, l2_normalise
 
 TOPICS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
@@ -135,7 +135,7 @@ def test_markdown_table_percentages():
 
 
 def test_chunked_cache_equals_whole_and_resumes(tmp_path):
-    from fewshot.bench import encode_cached
+    from fewshot.evaluation.bench import encode_cached
 
     enc = FakeTextEncoder()
     texts = [f"{TOPICS[i % 6]} item {i}" for i in range(10)]
@@ -188,7 +188,7 @@ def test_image_folder_one_pool(tmp_path, monkeypatch):
 
 def test_encoder_method_fine_tunes_per_repeat_in_all_mode(tmp_path, monkeypatch):
     """``--method encoder``: the real MiniLM fine-tuned on each repeat's support (tiny: 3 classes × 4 shots)."""
-    from fewshot.bench import prepare, run_mode
+    from fewshot.evaluation.bench import prepare, run_mode
     from fewshot.errors import InvalidInputError
 
     rows = {"card_lost": ["I lost my card", "my card was stolen", "card missing since yesterday",

@@ -63,8 +63,8 @@ def test_refine_errors(minilm):
 
 
 def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(minilm, tmp_path, monkeypatch):
-    import fewshot.engine as engine_module
-    import fewshot.refine as refine
+    import fewshot.engine.engine as engine_module
+    import fewshot.training.text_finetune as refine
 
     eng = build(minilm, 4)
     held_out = {t for texts in CLASSES.values() for t in texts[-2:]}
@@ -82,13 +82,13 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert mask.sum() == 6 and [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
         [t for texts in CLASSES.values() for t in texts[-2:]]
     calls = []
-    real_folds = __import__("fewshot.openset", fromlist=["loo_folds"]).loo_folds
+    real_folds = __import__("fewshot.openset.detector", fromlist=["loo_folds"]).loo_folds
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("only"))
         return real_folds(*args, **kwargs)
 
-    monkeypatch.setattr("fewshot.openset.loo_folds", spy)
+    monkeypatch.setattr("fewshot.openset.detector.loo_folds", spy)
     eng._changed()
     preds = eng.predict(QUERIES + ["what's the weather like in Lisbon tomorrow"], reject=True)
     assert calls and calls[-1] is not None and calls[-1].sum() == 6
@@ -115,7 +115,7 @@ def six_per_class_engine(minilm):
 def record_finetunes(minilm, monkeypatch, selection_every: int | None = None) -> list[list[str]]:
     """Replace the fine-tune by bookkeeping only; returns the list the texts of each call are appended to.
     ``selection_every``: every n-th received text is reported as having picked the epoch count."""
-    import fewshot.refine as refine
+    import fewshot.training.text_finetune as refine
 
     received = []
 
@@ -130,7 +130,7 @@ def record_finetunes(minilm, monkeypatch, selection_every: int | None = None) ->
 
 
 def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_stopping(minilm, monkeypatch):
-    import fewshot.engine as engine_module
+    import fewshot.engine.engine as engine_module
 
     received = record_finetunes(minilm, monkeypatch, selection_every=4)
     eng = six_per_class_engine(minilm)
@@ -154,7 +154,7 @@ def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_st
 
 
 def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(minilm, monkeypatch):
-    import fewshot.engine as engine_module
+    import fewshot.engine.engine as engine_module
 
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
     received = record_finetunes(minilm, monkeypatch)
@@ -171,7 +171,7 @@ def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(mi
 def test_engines_saved_before_the_class_relative_default_keep_their_rejection(minilm, tmp_path):
     import json
 
-    from fewshot.openset import OpenSetDetector
+    from fewshot.openset.detector import OpenSetDetector
 
     eng = build(minilm, 4)
     eng.save(tmp_path / "eng")
@@ -184,7 +184,7 @@ def test_engines_saved_before_the_class_relative_default_keep_their_rejection(mi
     meta["encoder_trained_texts"] = ["I lost my card"]    # and the older key only
     del meta["encoder_seen_texts"]
     meta_path.write_text(json.dumps(meta))
-    from fewshot.storage import MANIFEST, sha256_file    # re-seal the edited file, as an older version saved it
+    from fewshot.index.storage import MANIFEST, sha256_file    # re-seal the edited file, as an older version saved it
     manifest_path = meta_path.parent / MANIFEST
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["engine.json"] = {"sha256": sha256_file(meta_path), "bytes": meta_path.stat().st_size}

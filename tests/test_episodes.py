@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fewshot.classifiers import CLASSIFIERS, PrototypeClassifier
-from fewshot.episodes import (BATCHED, confidence_interval, evaluate_episodes, looped_scores, run_all_classes,
+from fewshot.evaluation.episodes import (BATCHED, confidence_interval, evaluate_episodes, looped_scores, run_all_classes,
                               run_episodic, run_zero_shot, sample_episodes, sample_shots)
 from fewshot.errors import InvalidInputError
 
@@ -193,7 +193,7 @@ def test_easyfsl_agreement_per_episode():
 
 def test_floyd_path_uniform_and_distinct():
     """Small K from large classes (and N from many classes) take Floyd's branch of the sampler."""
-    from fewshot.episodes import _choose
+    from fewshot.evaluation.episodes import _choose
 
     rng = np.random.default_rng(0)
     counts = np.array([50, 9, 120])

@@ -13,7 +13,7 @@ from PIL import Image
 
 from fewshot.encoders.onnx import load_onnx, preprocess_image
 from fewshot.errors import InvalidInputError
-from fewshot.export import add_export_arguments, export_encoder, run_export
+from fewshot.export.onnx_export import add_export_arguments, export_encoder, run_export
 from tests.onnx_exports import exported, run_torch_free, scratch_dir
 
 
@@ -156,7 +156,7 @@ def _portable_engine_case(shared_data):
 
 
 def test_portable_engine_predicts_without_torch(shared_data, tmp_path):
-    from fewshot.engine import FewShotEngine
+    from fewshot.engine.engine import FewShotEngine
 
     classes, examples, queries = _portable_engine_case(shared_data)
     eng = FewShotEngine(encoder="minilm")

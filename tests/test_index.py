@@ -3,7 +3,7 @@ import pytest
 
 from fewshot.errors import CorruptIndexError, DimensionMismatchError, DuplicateClassError, NonFiniteError, \
     UnknownClassError, VersionMismatchError
-from fewshot.index import SupportIndex
+from fewshot.index.support_index import SupportIndex
 from tests.conftest import unit_rows
 
 

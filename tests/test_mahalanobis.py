@@ -4,7 +4,7 @@ from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from sklearn.covariance import ledoit_wolf
 
 from fewshot.errors import InvalidInputError
-from fewshot.mahalanobis import RelativeMahalanobis
+from fewshot.openset.mahalanobis import RelativeMahalanobis
 
 
 def gaussian_classes(rng, n_classes=6, per_class=8, dim=10):
@@ -93,9 +93,9 @@ def test_leave_one_out_scores_equal_a_refit_without_the_example_at_the_fitted_sh
 
 
 def test_large_supports_are_fitted_on_a_class_stratified_subset(rng, monkeypatch):
-    import fewshot.mahalanobis as module
+    import fewshot.openset.mahalanobis as module
     from fewshot.classifiers import ArraySupport, PrototypeClassifier
-    from fewshot.openset import OpenSetDetector
+    from fewshot.openset.detector import OpenSetDetector
 
     monkeypatch.setattr(module, "MAX_FIT_ROWS", 60)
     vectors, labels = gaussian_classes(rng, n_classes=7, per_class=30)

@@ -3,9 +3,9 @@ import pytest
 
 from fewshot.classifiers import ArraySupport
 from fewshot.classifiers.base import softmax
-from fewshot.index import SupportIndex
-from fewshot.mahalanobis import RelativeMahalanobis
-from fewshot.openset import OOD_SCORES, OpenSetDetector, class_offsets, fit_temperature, loo_folds, loo_scores
+from fewshot.index.support_index import SupportIndex
+from fewshot.openset.mahalanobis import RelativeMahalanobis
+from fewshot.openset.detector import OOD_SCORES, OpenSetDetector, class_offsets, fit_temperature, loo_folds, loo_scores
 from tests.conftest import unit_rows
 
 

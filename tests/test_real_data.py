@@ -53,7 +53,7 @@ def test_clinc150_score_ranks_in_scope_above_out_of_scope(shared_data, minilm):
     and reject=True turns most out-of-scope queries away at the support-chosen threshold."""
     from sklearn.metrics import roc_auc_score
 
-    from fewshot.data import load_clinc150
+    from fewshot.datasets import load_clinc150
 
     path = shared_data / "text" / "clinc150" / "data_full.json"
     train, test, oos = (load_clinc150(path, s) for s in ("train", "test", "oos_test"))

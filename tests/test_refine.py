@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fewshot.encoders import load_encoder
-from fewshot.refine import choose_method, finetune_encoder
+from fewshot.training.text_finetune import choose_method, finetune_encoder
 
 TEXTS = ["I lost my card", "my card is gone", "where is my card", "card missing since yesterday",
          "what is my balance", "how much money do I have", "show my account balance", "balance please"]
@@ -69,7 +69,7 @@ def test_bad_inputs():
 def test_supervised_contrastive_loss_matches_the_formula_and_prefers_tight_classes():
     import torch
 
-    from fewshot.refine import supervised_contrastive_loss
+    from fewshot.training.text_finetune import supervised_contrastive_loss
 
     gen = torch.Generator().manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(6, 8, generator=gen), dim=1)
@@ -93,7 +93,7 @@ def test_supervised_contrastive_loss_matches_the_formula_and_prefers_tight_class
 
 
 def test_pk_batches_cover_every_paired_example_once():
-    from fewshot.refine import _pk_batches
+    from fewshot.training.text_finetune import _pk_batches
 
     labels = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 6, 7, 9, 10, 11])
     batches = _pk_batches(labels, 4, np.random.default_rng(0))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fewshot import storage
+from fewshot.index import storage
 from fewshot.errors import CorruptIndexError, InvalidInputError, VersionMismatchError
 
 

@@ -1,4 +1,4 @@
-"""fewshot.transfer: a tiny adaptation (8 Omniglot background classes, 32 px, 1 epoch) and the timm-dir round trip."""
+"""fewshot.training.image_transfer: a tiny adaptation (8 Omniglot background classes, 32 px, 1 epoch) and the timm-dir round trip."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fewshot.data import LabelledData
+from fewshot.datasets import LabelledData
 from fewshot.encoders.base import Encoder
 from fewshot.encoders.timm_image import AdaptedTimmEncoder, TimmImageEncoder, load_timm_dir
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
-from fewshot.transfer import DEFAULTS, adapt_encoder, add_adapt_arguments, run_adapt
+from fewshot.training.image_transfer import DEFAULTS, adapt_encoder, add_adapt_arguments, run_adapt
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -20,7 +20,7 @@ def _threads():
     """One torch thread on a busy machine (2 oversubscribed threads run 3-5x slower here); restored after."""
     import torch
 
-    from fewshot.transfer import default_threads
+    from fewshot.training.image_transfer import default_threads
     saved = torch.get_num_threads()
     torch.set_num_threads(default_threads())
     yield

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import InvalidInputError
-from .base import ArraySupport, Classifier, Support
-from .finetune import TipAdapterFClassifier
-from .fusion import FusionClassifier
-from .knn import KNNClassifier
-from .linear import LinearProbeClassifier
-from .prototype import PrototypeClassifier, SimpleShotClassifier
-from .zeroshot import ZeroShotClassifier
+from fewshot.errors import InvalidInputError
+from fewshot.classifiers.base import ArraySupport, Classifier, Support
+from fewshot.classifiers.tip_adapter import TipAdapterFClassifier
+from fewshot.classifiers.fusion import FusionClassifier
+from fewshot.classifiers.knn import KNNClassifier
+from fewshot.classifiers.linear import LinearProbeClassifier
+from fewshot.classifiers.prototype import PrototypeClassifier, SimpleShotClassifier
+from fewshot.classifiers.zeroshot import ZeroShotClassifier
 
 #: name → factory(**config). Later methods register here (fusion, linear, finetune ...).
 CLASSIFIERS: dict[str, Callable[..., Classifier]] = {

@@ -9,13 +9,13 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import DimensionMismatchError, EmptyInputError, NonFiniteError, NotFittedError
+from fewshot.errors import DimensionMismatchError, EmptyInputError, NonFiniteError, NotFittedError
 
 
 class Support(Protocol):
     """Read-only view of labelled support data over C classes in a d-dim space.
 
-    Implemented by ``fewshot.index.SupportIndex`` (FAISS) and ``ArraySupport`` (plain arrays, benchmarks).
+    Implemented by ``fewshot.index.support_index.SupportIndex`` (FAISS) and ``ArraySupport`` (plain arrays, benchmarks).
     """
 
     dim: int

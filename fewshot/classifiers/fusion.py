@@ -30,8 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError, NotFittedError
-from .base import Classifier, Support
+from fewshot.errors import InvalidInputError, NotFittedError
+from fewshot.classifiers.base import Classifier, Support
 
 #: search grids, fixed a priori (not tuned on any benchmark's test split); inf = zero-shot only
 DEFAULT_PRIOR_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from .base import Classifier
+from fewshot.errors import InvalidInputError
+from fewshot.classifiers.base import Classifier
 
 
 class KNNClassifier(Classifier):

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError, NotFittedError
-from .base import Classifier, Support
-from .prototype import normalise_rows
+from fewshot.errors import InvalidInputError, NotFittedError
+from fewshot.classifiers.base import Classifier, Support
+from fewshot.classifiers.prototype import normalise_rows
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 

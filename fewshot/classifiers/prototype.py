@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from .base import Classifier, Support
+from fewshot.errors import InvalidInputError
+from fewshot.classifiers.base import Classifier, Support
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:

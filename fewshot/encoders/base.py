@@ -11,7 +11,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from ..errors import EmptyInputError, ImageReadError, InvalidInputError
+from fewshot.errors import EmptyInputError, ImageReadError, InvalidInputError
 
 ImageInput = Union[str, "os.PathLike[str]", Any]  # a path or a PIL.Image.Image
 
@@ -57,7 +57,7 @@ class Encoder(ABC):
     @property
     def zero_shot_templates(self) -> list[str]:
         """Prompt templates ('{}' = class name or description) for zero-shot class vectors."""
-        from ..templates import TEXT_TEMPLATES
+        from fewshot.templates import TEXT_TEMPLATES
         return list(TEXT_TEMPLATES)
 
     def describe(self) -> dict[str, Any]:

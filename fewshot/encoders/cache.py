@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import Encoder
+from fewshot.encoders.base import Encoder
 
 
 def default_cache_dir() -> Path:

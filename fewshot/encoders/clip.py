@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import EncoderUnavailableError, InvalidInputError
-from .base import Encoder, check_input_list, check_texts, default_device, hub_offline, l2_normalise, \
+from fewshot.errors import EncoderUnavailableError, InvalidInputError
+from fewshot.encoders.base import Encoder, check_input_list, check_texts, default_device, hub_offline, l2_normalise, \
     load_image_rgb, progress_default
 
 
@@ -66,7 +66,7 @@ class OpenClipEncoder(Encoder):
 
     @property
     def zero_shot_templates(self) -> list[str]:
-        from ..templates import clip_templates
+        from fewshot.templates import clip_templates
         return clip_templates(self.template_set)
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 256,

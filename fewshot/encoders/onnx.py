@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
-from .base import Encoder, check_input_list, check_texts, load_image_rgb
+from fewshot.errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
+from fewshot.encoders.base import Encoder, check_input_list, check_texts, load_image_rgb
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "fewshot-onnx"
@@ -43,7 +43,7 @@ def default_threads() -> int:
 
 
 def _sha256(path: Path) -> str:
-    from ..storage import sha256_file
+    from fewshot.index.storage import sha256_file
     return sha256_file(path)
 
 
@@ -69,7 +69,7 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
         raise CorruptIndexError(f"{manifest_path} is not a fewshot ONNX manifest (format "
                                 f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
     if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
-        from ..errors import VersionMismatchError
+        from fewshot.errors import VersionMismatchError
         raise VersionMismatchError(f"{manifest_path} has format_version {manifest.get('format_version')!r}; "
                                    f"this fewshot reads {SUPPORTED_FORMAT_VERSIONS}; export the encoder again "
                                    "or upgrade fewshot")

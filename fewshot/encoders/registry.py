@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from ..errors import EncoderUnavailableError
-from .base import Encoder
+from fewshot.errors import EncoderUnavailableError
+from fewshot.encoders.base import Encoder
 
 #: exact names → (module, loader function)
 NAMED_ENCODERS: dict[str, tuple[str, str]] = {

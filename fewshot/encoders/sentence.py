@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import EncoderUnavailableError
-from .base import Encoder, check_texts, default_device, downloads_allowed, hub_offline, progress_default
+from fewshot.errors import EncoderUnavailableError
+from fewshot.encoders.base import Encoder, check_texts, default_device, downloads_allowed, hub_offline, progress_default
 
 
 def minilm_path() -> str:

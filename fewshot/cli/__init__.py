@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from .errors import FewShotError
+from fewshot.errors import FewShotError
 
 
 def _add_classify(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +31,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .engine import FewShotEngine
-    from .templates import humanise_label
+    from fewshot.engine.engine import FewShotEngine
+    from fewshot.templates import humanise_label
 
     if args.index:
         engine = FewShotEngine.load(args.index, encoder=args.encoder)
@@ -68,8 +68,8 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .engine import FewShotEngine
+    from fewshot.datasets import load_dataset
+    from fewshot.engine.engine import FewShotEngine
 
     data = load_dataset(args.train)
     is_images = data.kind == "image"
@@ -96,8 +96,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .engine import FewShotEngine
-    from .templates import humanise_label
+    from fewshot.engine.engine import FewShotEngine
+    from fewshot.templates import humanise_label
 
     sample = resources.files("fewshot") / "data" / "banking77_sample.csv"
     with sample.open(encoding="utf-8", newline="") as f:
@@ -146,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewshot", description="Few-shot and zero-shot classification on "
                                      "frozen encoders.")
-    from . import __version__
+    from fewshot._core import __version__
     parser.add_argument("--version", action="version", version=f"fewshot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_classify(sub)
@@ -155,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     # subcommands defined beside their code: (name, module, help); each module exposes add_<name>_arguments
     # and run_<name>. Imported here so a broken module fails loudly instead of vanishing from the CLI.
     for name, module, help_text in (
-            ("bench", "fewshot.bench", "benchmark episodic / all-classes / zero-shot / open-set accuracy"),
-            ("adapt", "fewshot.transfer", "fine-tune an image encoder's last stages on a labelled source set of "
+            ("bench", "fewshot.evaluation.bench", "benchmark episodic / all-classes / zero-shot / open-set accuracy"),
+            ("adapt", "fewshot.training.image_transfer", "fine-tune an image encoder's last stages on a labelled source set of "
                                           "other classes (e.g. Omniglot background), for few-shot on new classes"),
-            ("export", "fewshot.export", "export an encoder to ONNX (optionally int8)")):
+            ("export", "fewshot.export.onnx_export", "export an encoder to ONNX (optionally int8)")):
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text)
         getattr(mod, f"add_{name}_arguments")(p)

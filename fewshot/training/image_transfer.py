@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import EncoderUnavailableError, InvalidInputError
+from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
 LOSSES = ("supervised", "episodic")
 #: Default settings, chosen on 64 held-out Omniglot *background* classes (20-way 1-shot validation accuracy,
@@ -86,7 +86,7 @@ def _split(model: Any, train_blocks: int):
 
 
 def _to_rgb_pil(image: Any):
-    from .encoders.timm_image import _as_pil
+    from fewshot.encoders.timm_image import _as_pil
     return _as_pil(image)
 
 
@@ -103,7 +103,7 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
     Args:
         encoder: a registry name (``"effnet-lite0"``, ``"timm:..."``, ``"timm-dir:..."``) or a
             ``TimmImageEncoder``; it is copied, never changed.
-        source: a ``fewshot.data.LabelledData`` of images (paths, PIL images or uint8 (H, W) / (H, W, 3)
+        source: a ``fewshot.datasets.LabelledData`` of images (paths, PIL images or uint8 (H, W) / (H, W, 3)
             arrays), >= 2 classes with >= 2 images each (Omniglot background: 964 classes × 20).
         train_blocks: trailing stages of ``model.blocks`` to train (plus ``conv_head``/``bn2``); effnet-lite0
             has 7 stages (the last three: 112, 192 and 320 channels). Earlier layers are frozen and cached.
@@ -132,16 +132,16 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    from .data import LabelledData
-    from .encoders.base import Encoder
-    from .encoders.registry import load_encoder
-    from .encoders.timm_image import AdaptedTimmEncoder, TimmImageEncoder, build_transform
+    from fewshot.datasets import LabelledData
+    from fewshot.encoders.base import Encoder
+    from fewshot.encoders.registry import load_encoder
+    from fewshot.encoders.timm_image import AdaptedTimmEncoder, TimmImageEncoder, build_transform
 
     t_start = time.perf_counter()
     # ---------------------------------------------------------------- arguments
     if not isinstance(source, LabelledData):
-        raise InvalidInputError(f"source must be a fewshot.data.LabelledData of images, got {type(source).__name__}"
-                                "; load one with fewshot.data.load_dataset(path)")
+        raise InvalidInputError(f"source must be a fewshot.datasets.LabelledData of images, got {type(source).__name__}"
+                                "; load one with fewshot.datasets.load_dataset(path)")
     if source.kind != "image":
         raise InvalidInputError(f"source must hold images, got kind {source.kind!r} ({source.source})")
     train_blocks = _check_int("train_blocks", train_blocks, 1)
@@ -255,7 +255,7 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
         def validate() -> dict:
             if hold_feats is None:
                 return {}
-            from .episodes import run_episodic
+            from fewshot.evaluation.episodes import run_episodic
             trainable.eval()
             with torch.inference_mode():
                 emb = torch.cat([embed(hold_feats[i:i + 512]) for i in range(0, len(hold_feats), 512)]).numpy()
@@ -384,8 +384,8 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def load_source(path: str):
-    """An Omniglot .npz as uint8 arrays (fast), anything else through fewshot.data.load_dataset."""
-    from .data import load_dataset, load_omniglot, split_spec
+    """An Omniglot .npz as uint8 arrays (fast), anything else through fewshot.datasets.load_dataset."""
+    from fewshot.datasets import load_dataset, load_omniglot, split_spec
     if split_spec(path)[0].lower().endswith(".npz"):
         return load_omniglot(split_spec(path)[0], as_arrays=True)
     return load_dataset(path)
@@ -409,7 +409,7 @@ def run_adapt(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fewshot.transfer ...`` (same arguments as ``fewshot adapt``)."""
+    """``python -m fewshot.training.image_transfer ...`` (same arguments as ``fewshot adapt``)."""
     parser = add_adapt_arguments(argparse.ArgumentParser(prog="fewshot adapt", description=__doc__.split("\n")[0]))
     return run_adapt(parser.parse_args(argv))
 

@@ -2,7 +2,7 @@
 
 Everything is estimated on the support set by leave-one-out (LOO): support examples are split into blocks, each
 block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs (the
-Mahalanobis part is left out one example at a time, in closed form: ``fewshot.mahalanobis``).
+Mahalanobis part is left out one example at a time, in closed form: ``fewshot.openset.mahalanobis``).
 From those LOO scores:
 
 * a softmax temperature is fitted by minimising the LOO negative log-likelihood (calibrated probabilities);
@@ -11,7 +11,7 @@ From those LOO scores:
   (T·logsumexp(scores/T)) or ``"class-relative"`` (the top score minus how high the predicted class's own
   examples usually score: classes differ in how tight they are, so one cosine threshold is too strict for loose
   classes and too lax for tight ones), ``"mahalanobis"`` (relative Mahalanobis distance to the predicted class,
-  ``fewshot.mahalanobis``: from the query vector, with a covariance shared by the classes, minus the distance to
+  ``fewshot.openset.mahalanobis``: from the query vector, with a covariance shared by the classes, minus the distance to
   the whole support) or ``"class-relative+mahalanobis"`` (the default: the class-relative score plus the relative
   Mahalanobis score to the nearest class, each divided by its spread over the correctly classified LOO examples)
   — higher = more in-scope. The Mahalanobis scores need the query vectors (``accept(scores, queries)``) and at
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .classifiers.base import ArraySupport, Support, softmax
-from .errors import InvalidInputError
-from .mahalanobis import RelativeMahalanobis, fit_rows
+from fewshot.classifiers.base import ArraySupport, Support, softmax
+from fewshot.errors import InvalidInputError
+from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows
 
 OOD_SCORES = ("max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis")
 NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis")   # scores computed from the query vectors too
@@ -101,7 +101,7 @@ def loo_scores(support: Support, classifier_name: str, classifier_config: dict |
 def _scores_on_folds(support: Support, classifier_name: str, classifier_config: dict | None,
                      folds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """((m, C) held-out scores, (m,) true classes, (m,) example indices) over ``folds``."""
-    from .classifiers import make_classifier
+    from fewshot.classifiers import make_classifier
 
     if not folds:
         return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)

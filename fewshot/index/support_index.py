@@ -25,7 +25,7 @@ The class table keeps, per class: name, description, prompt vector (optional) an
 vectors, so prototypes are updated incrementally. Implements the ``fewshot.classifiers.Support`` view.
 
 Saved as ``index.faiss`` + ``classes.json`` + ``arrays.npz``; no pickle. Atomic writes are done by
-``fewshot.storage``.
+``fewshot.index.storage``.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .classifiers.base import check_vectors
-from .errors import CorruptIndexError, DuplicateClassError, InvalidInputError, UnknownClassError
+from fewshot.classifiers.base import check_vectors
+from fewshot.errors import CorruptIndexError, DuplicateClassError, InvalidInputError, UnknownClassError
 
 INDEX_FORMAT_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -389,7 +389,7 @@ class SupportIndex:
     def load(cls, directory: str | os.PathLike) -> "SupportIndex":
         """Read an index written by ``save``; typed errors for anything missing or inconsistent."""
         directory = Path(directory)
-        from .storage import read_json_object
+        from fewshot.index.storage import read_json_object
         table = read_json_object(directory / "classes.json", INDEX_FORMAT_VERSION)
         try:
             index = cls._load(directory, table)

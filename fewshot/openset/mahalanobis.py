@@ -1,5 +1,5 @@
 """Relative Mahalanobis distance (Ren et al. 2021, "A simple fix to Mahalanobis distance for improving near-OOD
-detection"): an out-of-scope score from the support vectors alone, used by ``fewshot.openset``.
+detection"): an out-of-scope score from the support vectors alone, used by ``fewshot.openset.detector``.
 
 Each class is a Gaussian with its own mean and one shared covariance (Ledoit-Wolf shrinkage of the within-class
 scatter); the "background" is one Gaussian over all support vectors (Ledoit-Wolf too). For a query q,
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, solve_triangular
 
-from .errors import InvalidInputError
+from fewshot.errors import InvalidInputError
 
 MIN_RESIDUALS = 10     # within-class residual vectors needed to estimate the shared covariance
 MAX_FIT_ROWS = 20_000  # larger supports are fitted on a random subset of this many rows (bounded time and memory)

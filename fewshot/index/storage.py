@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .errors import CorruptIndexError, InvalidInputError, VersionMismatchError
+from fewshot.errors import CorruptIndexError, InvalidInputError, VersionMismatchError
 
 STORAGE_FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"

@@ -48,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError
+from fewshot.errors import InvalidInputError
 
 #: ``choose_method`` thresholds on the median number of labelled examples per class
 AUTO_RULE = (
@@ -141,7 +141,7 @@ def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_tota
 
 def _load_st(base) -> tuple[object, str]:
     """A fresh trainable SentenceTransformer copy of ``base`` (encoder object, registry name or path)."""
-    from .encoders import Encoder, load_encoder
+    from fewshot.encoders import Encoder, load_encoder
 
     enc = base if isinstance(base, Encoder) else load_encoder(base)
     model = getattr(enc, "model", None)
@@ -214,7 +214,7 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
     import torch
     from tqdm.auto import tqdm
 
-    from .encoders.sentence import SentenceTransformerEncoder
+    from fewshot.encoders.sentence import SentenceTransformerEncoder
 
     if loss not in ("contrastive", "cross-entropy"):
         raise InvalidInputError(f"loss must be 'contrastive' or 'cross-entropy', got {loss!r}")

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DataFormatError
+from fewshot.errors import DataFormatError
 
 #: Column names accepted for the text and the label of a CSV file (Banking77 uses ``category``).
 TEXT_COLUMNS = ("text",)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError, NotFittedError
-from .base import Classifier, Support
-from .fusion import FusionClassifier
+from fewshot.errors import InvalidInputError, NotFittedError
+from fewshot.classifiers.base import Classifier, Support
+from fewshot.classifiers.fusion import FusionClassifier
 
 
 class TipAdapterFClassifier(Classifier):
@@ -100,7 +100,7 @@ class TipAdapterFClassifier(Classifier):
         return M.detach().numpy().astype(np.float32), K.detach().numpy().astype(np.float32)
 
     def _scores(self, queries: np.ndarray) -> np.ndarray:
-        from .fusion import cache_scores
+        from fewshot.classifiers.fusion import cache_scores
 
         q = queries.astype(np.float64)
         Mn = self.M_ / np.maximum(np.linalg.norm(self.M_, axis=1, keepdims=True), 1e-12)

@@ -17,15 +17,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import storage
-from .classifiers import make_classifier
-from .classifiers.base import Classifier, check_vectors
-from .encoders.base import Encoder, check_input_list
-from .encoders.registry import load_encoder
-from .errors import CorruptIndexError, FewShotError, EmptyClassError, InvalidInputError, NotFittedError
-from .index import SupportIndex, as_float_vectors
-from .openset import OpenSetDetector
-from .templates import expand
+from fewshot.index import storage
+from fewshot.classifiers import make_classifier
+from fewshot.classifiers.base import Classifier, check_vectors
+from fewshot.encoders.base import Encoder, check_input_list
+from fewshot.encoders.registry import load_encoder
+from fewshot.errors import CorruptIndexError, FewShotError, EmptyClassError, InvalidInputError, NotFittedError
+from fewshot.index.support_index import SupportIndex, as_float_vectors
+from fewshot.openset.detector import OpenSetDetector
+from fewshot.templates import expand
 
 ENGINE_FORMAT_VERSION = 1
 #: open-set calibration after an encoder refine uses only examples the fine-tune never saw (neither trained on
@@ -41,7 +41,7 @@ class Prediction:
     ``top_k`` = [(label, confidence), ...] best first.
 
     The confidence of a label is P(that label is right | its score), calibrated on the support set by
-    leave-one-out (``fewshot.openset``): it is comparable across inputs and ranks in-scope above out-of-scope
+    leave-one-out (``fewshot.openset.detector``): it is comparable across inputs and ranks in-scope above out-of-scope
     inputs. Where it cannot be calibrated (tiny support sets, learned classifiers) it is the softmax
     probability. ``FewShotEngine.predict_proba`` always gives softmax probabilities that sum to 1."""
 
@@ -174,18 +174,18 @@ class FewShotEngine:
     def refine(self, method: str = "auto", **options: Any) -> str:
         """Refine as labels arrive; returns the method used.
 
-        ``"auto"`` picks by the median number of examples per class (``fewshot.refine.choose_method``): none →
+        ``"auto"`` picks by the median number of examples per class (``fewshot.training.text_finetune.choose_method``): none →
         zero-shot, fewer than 2 → fusion, fewer than 4 → linear probe, more → fine-tune the text encoder itself.
         ``"fusion"``, ``"linear"``, ``"finetune"`` (cache keys, Tip-Adapter-F) or any registered classifier name
         switches the classifier (learned ones train on the support set now, hyperparameters chosen by
         cross-validation on it). ``"encoder"`` fine-tunes a sentence-transformers encoder on the kept raw
-        examples (``options`` go to ``fewshot.refine.finetune_encoder``, except ``calibration_fraction``, see
+        examples (``options`` go to ``fewshot.training.text_finetune.finetune_encoder``, except ``calibration_fraction``, see
         ``_refine_encoder``; default: contrastive loss, early stopping on a held-out part of the support, no
         refit), keeping a fifth of each class with >= 5 examples away from the fine-tune so that open-set
         thresholds are calibrated on inputs new to it; re-embeds every example and description with it, and uses
         a linear probe on top; the tuned encoder is saved with the engine."""
-        from .classifiers import CLASSIFIERS
-        from .refine import choose_method
+        from fewshot.classifiers import CLASSIFIERS
+        from fewshot.training.text_finetune import choose_method
 
         with self._lock:
             if self.index.n_classes == 0:
@@ -210,7 +210,7 @@ class FewShotEngine:
         altogether — neither trained on nor used for early stopping — so that open-set thresholds can be
         calibrated on inputs that are new to the encoder (when that leaves fewer than
         ``MIN_UNSEEN_FOR_CALIBRATION``, nothing is kept away). The kept-away examples still join the index."""
-        from .refine import calibration_holdout, finetune_encoder
+        from fewshot.training.text_finetune import calibration_holdout, finetune_encoder
 
         if not 0.0 <= calibration_fraction <= 0.4:  # more would leave a 5-example class < 3 to train and stop on
             raise InvalidInputError(f"calibration_fraction must be in [0, 0.4], got {calibration_fraction}")
@@ -255,9 +255,9 @@ class FewShotEngine:
         """Adapt to the target distribution from unlabeled inputs (texts / images, or (u, dim) vectors).
         Methods and trade-offs: ``fewshot.adapt``. The index is untouched; ``undo_adapt()`` restores the
         predictions exactly. Adding or removing classes afterwards keeps the adaptation (refitted lazily)."""
-        from .adapt import Adaptation
+        from fewshot.adapt import Adaptation
 
-        from .index import as_float_vectors
+        from fewshot.index.support_index import as_float_vectors
 
         Adaptation(method, **options)  # check the arguments before any work
         vectors = check_vectors(as_float_vectors(unlabeled, "unlabeled"), self.encoder.dim, "unlabeled vectors") \
@@ -288,8 +288,8 @@ class FewShotEngine:
     def _fit_adaptation(self, vectors: np.ndarray, method: str, options: dict):
         """Fit an Adaptation on the current index. Without a user-given temperature, soft k-means uses the
         temperature calibrated on the current support (leave-one-out), recomputed at every refit."""
-        from .adapt import Adaptation
-        from .openset import fit_temperature, loo_scores
+        from fewshot.adapt import Adaptation
+        from fewshot.openset.detector import fit_temperature, loo_scores
 
         options = dict(options)
         if "temperature" not in options and method.endswith("soft-kmeans") and self._uses_calibration():
@@ -301,12 +301,12 @@ class FewShotEngine:
         if self.adapt_spec is None:
             return queries
         self._support_view()
-        from .index import as_float_vectors
+        from fewshot.index.support_index import as_float_vectors
         return self.adaptation.transform_queries(check_vectors(as_float_vectors(queries, "queries"),
                                                                self.encoder.dim, "queries"))
 
     def configure_openset(self, **config: Any) -> None:
-        """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
+        """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.detector.OpenSetDetector`` arguments: score,
         keep, target, per_class, shrinkage). Checked at once; fitted lazily on the support set."""
         OpenSetDetector(**config)
         with self._lock:
@@ -371,7 +371,7 @@ class FewShotEngine:
         """(n, C) scores → probabilities: calibrated temperature when available. Call with the lock held."""
         if self._uses_calibration():
             return self._openset().probabilities(scores)
-        from .classifiers.base import softmax
+        from fewshot.classifiers.base import softmax
         return softmax(scores * self.classifier.logit_scale)
 
     def _openset(self):
@@ -409,7 +409,7 @@ class FewShotEngine:
             def write(snapshot: Path) -> None:
                 encoder_name = self.encoder.name
                 if portable:
-                    from .export import export_encoder
+                    from fewshot.export.onnx_export import export_encoder
                     export_encoder(self.encoder, snapshot / "encoder", quantize=quantize)
                     encoder_name = "onnx:encoder"
                 elif getattr(self.encoder, "save_to", None) is not None and \

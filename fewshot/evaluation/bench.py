@@ -8,7 +8,7 @@ Per result, ``seconds`` is the wall time of sampling + scoring; encoding is cach
 (``fewshot.encoders.cache``) and reported separately on stderr. For ``zero-shot`` mode every test item is one
 trial (``episodes`` = number of test items, ``ci95`` = the binomial normal interval).
 
-Run as ``fewshot bench ...`` or ``python -m fewshot.bench ...``.
+Run as ``fewshot bench ...`` or ``python -m fewshot.evaluation.bench ...``.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data import LabelledData, load_dataset, split_spec
-from .errors import DataFormatError, FewShotError, InvalidInputError
-from .openset import DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS
+from fewshot.datasets import LabelledData, load_dataset, split_spec
+from fewshot.errors import DataFormatError, FewShotError, InvalidInputError
+from fewshot.openset.detector import DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS
 
 MODES = ("episodic", "all", "zero-shot", "openset")
 DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
@@ -70,7 +70,7 @@ def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
     """JSON file ``{label: description}`` → dict; typed errors for anything else."""
     if path is None:
         return {}
-    from .data import read_json
+    from fewshot.datasets import read_json
 
     obj = read_json(path, "descriptions file")
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
@@ -84,8 +84,8 @@ def class_prompt_vectors(encoder: Any, classes: Sequence[str], descriptions: dic
     """(C, d) float32 L2-normalised mean of the encoder's prompt templates filled with each class's
     description (or its humanised name). None when the encoder does not embed text. ``use_cache=False`` for
     throw-away encoders (a fine-tuned one per repeat)."""
-    from .encoders.cache import cached_encode
-    from .templates import expand, humanise_label
+    from fewshot.encoders.cache import cached_encode
+    from fewshot.templates import expand, humanise_label
 
     if "text" not in getattr(encoder, "modalities", ()):
         return None
@@ -101,9 +101,9 @@ def prepare(train: str | LabelledData, test: str | LabelledData, encoder: str | 
             need_train: bool = True, descriptions: dict[str, str] | None = None,
             cache_dir: str | os.PathLike | None = None, same_pool: bool | None = None) -> BenchData:
     """Load (when given paths), encode through the cache, and code the labels of TRAIN and TEST."""
-    from .encoders import load_encoder
-    from .encoders.cache import cached_encode
-    from .encoders.registry import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+    from fewshot.encoders import load_encoder
+    from fewshot.encoders.cache import cached_encode
+    from fewshot.encoders.registry import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
 
     if same_pool is None:
         same_pool = isinstance(train, (str, os.PathLike)) and isinstance(test, (str, os.PathLike)) and \
@@ -142,7 +142,7 @@ def encode_cached(encoder: Any, inputs: Sequence[Any], cache_dir: str | os.PathL
     so a long encoding (e.g. 13k images on a CPU) resumes where it stopped instead of starting over."""
     from tqdm.auto import tqdm
 
-    from .encoders.cache import cached_encode
+    from fewshot.encoders.cache import cached_encode
 
     inputs = list(inputs)
     if len(inputs) <= chunk_size:
@@ -173,12 +173,12 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
                 transductive: bool = False) -> list[dict[str, Any]]:
     """Open-set evaluation: TEST holds in-scope items and items labelled ``oos_label``. For each shot count and
     method, ``repeats`` support draws from TRAIN; the threshold comes from the support set only
-    (``fewshot.openset.OpenSetDetector``). Adds ``auroc`` (in-scope vs out-of-scope), ``oos_recall`` (share of
+    (``fewshot.openset.detector.OpenSetDetector``). Adds ``auroc`` (in-scope vs out-of-scope), ``oos_recall`` (share of
     out-of-scope items rejected) and ``accuracy_with_rejection`` (in-scope items accepted and right) to the
     contract keys; ``accuracy`` is the closed-set in-scope accuracy."""
     from sklearn.metrics import roc_auc_score
 
-    from .openset import OpenSetDetector
+    from fewshot.openset.detector import OpenSetDetector
 
     if oos_label not in data.classes:
         raise InvalidInputError(f"open-set mode needs out-of-scope TEST items labelled {oos_label!r} (e.g. "
@@ -218,7 +218,7 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
 
 
 def _classifier_names() -> list[str]:
-    from .classifiers import CLASSIFIERS
+    from fewshot.classifiers import CLASSIFIERS
     return sorted(CLASSIFIERS)
 
 
@@ -227,9 +227,9 @@ def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x:
     """One 'all classes' repeat: K shots per class from TRAIN (0 = zero-shot), optionally adapted to the
     unlabeled TEST pool (recenter + soft k-means, temperature from support LOO). Returns ((Mq, C) scores,
     the support view the classifier was fitted on, the (Mq, d) queries as that view sees them)."""
-    from .adapt import Adaptation
-    from .classifiers import ArraySupport, make_classifier
-    from .openset import fit_temperature, loo_scores
+    from fewshot.adapt import Adaptation
+    from fewshot.classifiers import ArraySupport, make_classifier
+    from fewshot.openset.detector import fit_temperature, loo_scores
 
     rng = np.random.default_rng(seed)
     if shots:
@@ -283,7 +283,7 @@ def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_MET
     (episodic) or 5 repeats (all). Every method sees the same episodes / shot draws for a given shot."""
     from tqdm.auto import tqdm
 
-    from .episodes import available_methods, run_all_classes, run_episodic, run_zero_shot
+    from fewshot.evaluation.episodes import available_methods, run_all_classes, run_episodic, run_zero_shot
 
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
@@ -331,16 +331,16 @@ ENCODER_METHOD = "encoder"
 def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
                        progress: bool = True) -> dict[str, Any]:
     """Method ``encoder`` in mode 'all': per repeat, K shots per class from TRAIN (the draws every other method gets
-    for this seed, ``fewshot.episodes.sample_shots``), the text encoder fine-tuned on
-    them as ``FewShotEngine.refine("encoder", calibration_fraction=0)`` does (``fewshot.refine.finetune_encoder``:
+    for this seed, ``fewshot.evaluation.episodes.sample_shots``), the text encoder fine-tuned on
+    them as ``FewShotEngine.refine("encoder", calibration_fraction=0)`` does (``fewshot.training.text_finetune.finetune_encoder``:
     contrastive, early stopping on a held-out fifth of the support, no refit; closed-set, so no part is kept away
     for open-set calibration), then a linear probe on the re-embedded support and prompt vectors, scored on all
     of TEST. ``seconds`` include the fine-tune and re-embedding TEST."""
-    from .classifiers import ArraySupport, make_classifier
-    from .encoders import load_encoder
-    from .episodes import sample_shots
-    from .refine import finetune_encoder
-    from .templates import humanise_label
+    from fewshot.classifiers import ArraySupport, make_classifier
+    from fewshot.encoders import load_encoder
+    from fewshot.evaluation.episodes import sample_shots
+    from fewshot.training.text_finetune import finetune_encoder
+    from fewshot.templates import humanise_label
 
     if data.train_inputs is None or data.test_inputs is None or shots < 1:
         raise InvalidInputError(f"method {ENCODER_METHOD!r} needs TRAIN texts and at least 1 shot")
@@ -439,7 +439,7 @@ def write_reports(payload: dict[str, Any], json_path: str | os.PathLike, title: 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``fewshot bench`` arguments (DESIGN.md contract) to ``parser``."""
-    from .episodes import available_methods
+    from fewshot.evaluation.episodes import available_methods
 
     parser.add_argument("--train", required=True, help="TRAIN data: CSV text,label | JSONL | image folder | "
                         "data_full.json#train | Omniglot .npz")

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InvalidInputError
+from fewshot.errors import InvalidInputError
 
 # ----------------------------------------------------------------------------------------------- sampling
 
@@ -261,7 +261,7 @@ BATCHED: dict[str, Callable[..., np.ndarray]] = {
 
 def available_methods() -> list[str]:
     """Batched methods plus every classifier in the registry."""
-    from .classifiers import CLASSIFIERS
+    from fewshot.classifiers import CLASSIFIERS
     return sorted(set(BATCHED) | set(CLASSIFIERS))
 
 
@@ -269,7 +269,7 @@ def looped_scores(method: str, support: np.ndarray, queries: np.ndarray, class_v
                   **config: Any) -> np.ndarray:
     """Reference / fallback: score each episode with the registered classifier.
     support (B, C, K, d), queries (B, M, d), class_vectors (B, C, d) | None → (B, M, C) float32."""
-    from .classifiers import ArraySupport, make_classifier
+    from fewshot.classifiers import ArraySupport, make_classifier
 
     b, c, shots, d = support.shape
     labels = np.repeat(np.arange(c), shots)
@@ -327,7 +327,7 @@ def evaluate(method: str, support_x: np.ndarray, query_x: np.ndarray, support_ro
     b, c, shots = support_rows.shape
     fast = batched and method in BATCHED
     if not fast:
-        from .classifiers import CLASSIFIERS
+        from fewshot.classifiers import CLASSIFIERS
         if method not in CLASSIFIERS:
             raise InvalidInputError(f"unknown method {method!r}; choose one of {available_methods()}")
         chunk_size = min(chunk_size, 50)

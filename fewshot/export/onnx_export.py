@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import EncoderUnavailableError, InvalidInputError
+from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "fewshot-onnx"
@@ -90,17 +90,17 @@ def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | Non
 
 
 def _fewshot_version() -> str:
-    from . import __version__
+    from fewshot._core import __version__
     return __version__
 
 
 def _resolve_encoder(encoder: Any):
-    from .encoders.base import Encoder
+    from fewshot.encoders.base import Encoder
 
     if isinstance(encoder, str):
         if encoder.startswith("onnx:"):
             raise InvalidInputError(f"{encoder!r} is already an ONNX export; copy its folder instead")
-        from .encoders.registry import load_encoder
+        from fewshot.encoders.registry import load_encoder
         return load_encoder(encoder, device="cpu", cache=False)
     if not isinstance(encoder, Encoder):
         raise InvalidInputError(f"encoder must be an Encoder or a registry name, got {type(encoder).__name__}")
@@ -110,9 +110,9 @@ def _resolve_encoder(encoder: Any):
 
 
 def _export_into(encoder: Any, out: Path, quantize: str | None, opset: int) -> dict:
-    from .encoders.clip import OpenClipEncoder
-    from .encoders.sentence import SentenceTransformerEncoder
-    from .encoders.timm_image import TimmImageEncoder
+    from fewshot.encoders.clip import OpenClipEncoder
+    from fewshot.encoders.sentence import SentenceTransformerEncoder
+    from fewshot.encoders.timm_image import TimmImageEncoder
 
     if isinstance(encoder, SentenceTransformerEncoder):
         return _export_sentence(encoder, out, quantize, opset)

@@ -1,0 +1,7 @@
+"""Unknown / out-of-scope rejection: scores, leave-one-out calibration and thresholds (detector), and the
+relative Mahalanobis distance (mahalanobis)."""
+from __future__ import annotations
+
+from fewshot.openset.detector import DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS, OpenSetDetector
+
+__all__ = ["DEFAULT_OOD_SCORE", "OOD_SCORES", "TARGETS", "OpenSetDetector"]
