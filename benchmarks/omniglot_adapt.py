@@ -88,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fewshot.encoders.timm_image import TimmImageEncoder, load_effnet_lite0, load_timm_dir
-    from fewshot.training.image_transfer import default_threads, run_adapt, add_adapt_arguments
+    from fewshot._core import default_threads
+    from fewshot.cli import main as cli_main
 
     torch.set_num_threads(args.threads or default_threads())
     if args.encoder_dir is None:
-        parser = add_adapt_arguments(argparse.ArgumentParser())
-        run_adapt(parser.parse_args(["--source", str(DATA / "images_background.npz"), "--out", args.save_dir]))
+        if cli_main(["transfer", "--source", str(DATA / "images_background.npz"), "--out", args.save_dir]):
+            raise SystemExit("fewshot transfer failed")
         args.encoder_dir = args.save_dir
     adapted = load_timm_dir(args.encoder_dir, device="cpu")
     size = int(adapted.preprocess_config["input_size"])

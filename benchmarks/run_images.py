@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from fewshot.evaluation.bench import BenchData, encode_cached, run_mode, write_reports
+from fewshot.evaluation.bench import BenchData, encode_cached, run_mode
+from fewshot.evaluation.reports import write_reports
 from fewshot.datasets import load_dataset
 from fewshot.encoders import load_encoder
 

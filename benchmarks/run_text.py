@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fewshot.evaluation.bench import markdown_table, prepare, run_mode, write_reports
+from fewshot.evaluation.bench import prepare, run_mode
+from fewshot.evaluation.reports import markdown_table, write_reports
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
 DATASETS = {

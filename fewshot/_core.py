@@ -7,14 +7,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from fewshot.errors import DimensionMismatchError, EmptyInputError, InvalidInputError, NonFiniteError
 
 __version__ = "0.1.0"
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    """``value`` as an int >= ``low`` (bools rejected), else InvalidInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, low: float, inclusive: bool = False) -> float:
+    """``value`` as a finite float > ``low`` (>= with ``inclusive``), else InvalidInputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
+            not math.isfinite(float(value)) or float(value) < low or (float(value) == low and not inclusive):
+        raise InvalidInputError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low}, got {value!r}")
+    return float(value)
 
 
 def as_float_vectors(x: object, what: str = "vectors") -> np.ndarray:

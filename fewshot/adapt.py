@@ -31,14 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fewshot.classifiers.base import ArraySupport, Support, check_vectors, softmax
+from fewshot._core import check_vectors, l2_normalise, softmax
+from fewshot.classifiers.base import ArraySupport, Support
 from fewshot.errors import InvalidInputError
 
 ADAPT_METHODS = ("recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd")
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class Adaptation:
@@ -146,24 +143,24 @@ class Adaptation:
         if (weights == 0).any():
             raise InvalidInputError("every class needs an example or a prompt vector for soft k-means")
         temperature = self.temperature or 20.0
-        prototypes = _normalise(sums / weights[:, None])
+        prototypes = l2_normalise(sums / weights[:, None])
         for _ in range(self.steps):
             resp = softmax(temperature * queries @ prototypes.T)            # (u, C)
-            prototypes = _normalise((sums + resp.T @ queries) / (weights + resp.sum(0))[:, None])
+            prototypes = l2_normalise((sums + resp.T @ queries) / (weights + resp.sum(0))[:, None])
         self.prototypes_ = prototypes
 
     # ------------------------------------------------------------------ applying
     def transform_queries(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) → (n, d) queries in the adapted space."""
         if self.mean_ is not None:
-            return _normalise(queries - self.mean_)
+            return l2_normalise(queries - self.mean_)
         return queries
 
     def _transform_support_vectors(self, x: np.ndarray) -> np.ndarray:
         if self.support_map_ is not None:
-            return _normalise(x @ self.support_map_) if len(x) else x
+            return l2_normalise(x @ self.support_map_) if len(x) else x
         if self.coral_ is not None:
-            return _normalise((x - self.source_mean_) @ self.coral_)
+            return l2_normalise((x - self.source_mean_) @ self.coral_)
         return self.transform_queries(x) if len(x) else x
 
     def _map_view(self, support: Support) -> ArraySupport:

@@ -210,6 +210,17 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
         raise DataFormatError(f"cannot open {what + ' ' if what else ''}{path}: {exc}") from None
 
 
+def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
+    """JSON file ``{label: description}`` → dict; typed errors for anything else."""
+    if path is None:
+        return {}
+    obj = read_json(path, "descriptions file")
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                            for k, v in obj.items()):
+        raise DataFormatError(f"{path}: expected a JSON object mapping each label to a non-empty description")
+    return obj
+
+
 def load_clinc150(path: str | os.PathLike, split: str = "train", include_oos: bool = False) -> LabelledData:
     """CLINC150 ``data_full.json``: ``split`` in train/val/test (150 in-scope intents) or oos_train/oos_val/
     oos_test (label ``oos``). ``include_oos`` appends the matching ``oos_<split>`` items."""

@@ -1,7 +1,6 @@
 """`fewshot bench` end to end on tiny data with a deterministic fake encoder (no model download, fast)."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 
@@ -9,7 +8,9 @@ import numpy as np
 import pytest
 
 import fewshot.encoders
-from fewshot.evaluation.bench import RESULT_KEYS, add_bench_arguments, markdown_table, run_bench
+from fewshot.cli import main as cli_main
+from fewshot.evaluation.bench import RESULT_KEYS
+from fewshot.evaluation.reports import markdown_table
 from fewshot.encoders.base import Encoder, l2_normalise
 
 TOPICS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
@@ -50,19 +51,18 @@ def make_split(path, n_per_class: int, seed: int, header: str = "text,label") ->
     return str(path)
 
 
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_bench_arguments(parser)
-    return parser.parse_args(argv)
+def bench(argv: list[str]) -> int:
+    """``fewshot bench ARGV`` through the CLI entry point; returns the exit status."""
+    return cli_main(["bench", *argv])
 
 
 def test_episodic_json_report_contract(tmp_path, fake_encoder, capsys):
     train = make_split(tmp_path / "train.csv", 12, 1)
     test = make_split(tmp_path / "test.csv", 8, 2, header="text,category")
     out = tmp_path / "res" / "bench.json"
-    code = run_bench(parse(["--train", train, "--test", test, "--encoder", "fake-text", "--way", "3", "--shot",
+    code = bench(["--train", train, "--test", test, "--encoder", "fake-text", "--way", "3", "--shot",
                             "1", "3", "--query", "4", "--episodes", "40", "--method", "prototype", "simpleshot",
-                            "knn", "zero-shot", "--json", str(out), "--cache-dir", str(tmp_path / "cache")]))
+                            "knn", "zero-shot", "--json", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     payload = json.loads(out.read_text())
     assert set(payload) == {"encoder", "results"} and payload["encoder"] == "fake-text"
@@ -78,9 +78,9 @@ def test_episodic_json_report_contract(tmp_path, fake_encoder, capsys):
     assert "accuracy (%)" in capsys.readouterr().out
     # cached: a second run re-encodes nothing and gives identical numbers (seeded)
     calls = FakeTextEncoder.calls
-    assert run_bench(parse(["--train", train, "--test", test, "--way", "3", "--shot", "1", "3", "--query", "4",
+    assert bench(["--train", train, "--test", test, "--way", "3", "--shot", "1", "3", "--query", "4",
                             "--episodes", "40", "--method", "prototype", "simpleshot", "knn", "zero-shot",
-                            "--json", str(out), "--cache-dir", str(tmp_path / "cache")])) == 0
+                            "--json", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     assert FakeTextEncoder.calls == calls
     again = json.loads(out.read_text())
     assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in payload["results"]]
@@ -90,16 +90,16 @@ def test_all_and_zero_shot_modes(tmp_path, fake_encoder):
     train = make_split(tmp_path / "train.csv", 12, 1)
     test = make_split(tmp_path / "test.csv", 8, 2)
     out = tmp_path / "all.json"
-    assert run_bench(parse(["--train", train, "--test", test, "--mode", "all", "--shot", "1", "5",
+    assert bench(["--train", train, "--test", test, "--mode", "all", "--shot", "1", "5",
                             "--episodes", "3", "--method", "prototype", "knn", "--json", str(out),
-                            "--cache-dir", str(tmp_path / "c")])) == 0
+                            "--cache-dir", str(tmp_path / "c")]) == 0
     res = json.loads(out.read_text())["results"]
     assert [(r["method"], r["shot"], r["way"], r["episodes"]) for r in res] == [
         ("prototype", 1, 6, 3), ("knn", 1, 6, 3), ("prototype", 5, 6, 3), ("knn", 5, 6, 3)]
     desc = tmp_path / "desc.json"
     desc.write_text(json.dumps({f"{w}_intent": f"{w} things" for w in TOPICS}))
-    assert run_bench(parse(["--train", train, "--test", test, "--mode", "zero-shot", "--descriptions", str(desc),
-                            "--json", str(out), "--cache-dir", str(tmp_path / "c")])) == 0
+    assert bench(["--train", train, "--test", test, "--mode", "zero-shot", "--descriptions", str(desc),
+                            "--json", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     (z,) = json.loads(out.read_text())["results"]
     assert (z["mode"], z["method"], z["way"], z["shot"], z["episodes"]) == ("zero-shot", "zero-shot", 6, 0, 48)
     assert z["ci95"] == pytest.approx(1.96 * np.sqrt(z["accuracy"] * (1 - z["accuracy"]) / 48), abs=1e-5)
@@ -108,24 +108,24 @@ def test_all_and_zero_shot_modes(tmp_path, fake_encoder):
 def test_same_path_draws_disjointly_and_rejects_all_mode(tmp_path, fake_encoder):
     pool = make_split(tmp_path / "pool.jsonl.csv", 10, 3)
     out = tmp_path / "p.json"
-    assert run_bench(parse(["--train", pool, "--test", pool, "--way", "4", "--shot", "2", "--query", "8",
-                            "--episodes", "10", "--json", str(out), "--cache-dir", str(tmp_path / "c")])) == 0
-    assert run_bench(parse(["--train", pool, "--test", pool, "--query", "9", "--shot", "2",
-                            "--cache-dir", str(tmp_path / "c")])) == 2       # 2 + 9 > 10 per class
-    assert run_bench(parse(["--train", pool, "--test", pool, "--mode", "all", "--cache-dir",
-                            str(tmp_path / "c")])) == 2
+    assert bench(["--train", pool, "--test", pool, "--way", "4", "--shot", "2", "--query", "8",
+                            "--episodes", "10", "--json", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert bench(["--train", pool, "--test", pool, "--query", "9", "--shot", "2",
+                            "--cache-dir", str(tmp_path / "c")]) == 2       # 2 + 9 > 10 per class
+    assert bench(["--train", pool, "--test", pool, "--mode", "all", "--cache-dir",
+                            str(tmp_path / "c")]) == 2
 
 
 def test_errors_exit_2_with_message(tmp_path, fake_encoder, capsys):
     train = make_split(tmp_path / "train.csv", 5, 1)
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,\n")
-    assert run_bench(parse(["--train", train, "--test", str(bad)])) == 2
+    assert bench(["--train", train, "--test", str(bad)]) == 2
     assert "bad.csv:2: empty label" in capsys.readouterr().err
-    assert run_bench(parse(["--train", train, "--test", train, "--method", "nope", "--shot", "1", "--query", "1",
-                            "--cache-dir", str(tmp_path / "c")])) == 2
+    assert bench(["--train", train, "--test", train, "--method", "nope", "--shot", "1", "--query", "1",
+                            "--cache-dir", str(tmp_path / "c")]) == 2
     assert "unknown method" in capsys.readouterr().err
-    assert run_bench(parse(["--train", train, "--test", train, "--shot", "0"])) == 2
+    assert bench(["--train", train, "--test", train, "--shot", "0"]) == 2
 
 
 def test_markdown_table_percentages():
@@ -178,12 +178,12 @@ def test_image_folder_one_pool(tmp_path, monkeypatch):
     enc = FakeImageEncoder()
     monkeypatch.setattr(fewshot.encoders, "load_encoder", lambda name=None, **kw: enc)
     folder, out = str(tmp_path / "imgs"), tmp_path / "img.json"
-    assert run_bench(parse(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "2", "--query", "3",
-                            "--episodes", "20", "--json", str(out), "--cache-dir", str(tmp_path / "c")])) == 0
+    assert bench(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "2", "--query", "3",
+                            "--episodes", "20", "--json", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
     res = json.loads(out.read_text())["results"]
     assert len(res) == 6 and all(r["accuracy"] > 0.9 for r in res)
-    assert run_bench(parse(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "--query", "3",
-                            "--method", "zero-shot", "--cache-dir", str(tmp_path / "c")])) == 2   # no text side
+    assert bench(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "--query", "3",
+                            "--method", "zero-shot", "--cache-dir", str(tmp_path / "c")]) == 2   # no text side
 
 
 def test_encoder_method_fine_tunes_per_repeat_in_all_mode(tmp_path, monkeypatch):

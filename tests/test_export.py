@@ -2,7 +2,6 @@
 that loads and predicts in a process where torch cannot be imported."""
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -13,7 +12,8 @@ from PIL import Image
 
 from fewshot.encoders.onnx import load_onnx, preprocess_image
 from fewshot.errors import InvalidInputError
-from fewshot.export.onnx_export import add_export_arguments, export_encoder, run_export
+from fewshot.cli import main as cli_main
+from fewshot.export import export_encoder
 from tests.onnx_exports import exported, run_torch_free, scratch_dir
 
 
@@ -103,11 +103,8 @@ def test_export_argument_errors(tmp_path):
 
 
 def test_cli_exports_effnet_with_preprocessing_and_parity(effnet, omniglot_images, capsys):
-    parser = add_export_arguments(argparse.ArgumentParser())
     out = scratch_dir("cli") / "effnet"
-    args = parser.parse_args(["--encoder", "effnet-lite0", "--out", str(out)])
-    assert args.quantize is None
-    assert run_export(args) == 0
+    assert cli_main(["export", "--encoder", "effnet-lite0", "--out", str(out)]) == 0  # fp32: no --quantize
     assert "onnx:" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "image" and manifest["dim"] == 1280 and manifest["modalities"] == ["image"]
@@ -125,7 +122,7 @@ def test_cli_exports_effnet_with_preprocessing_and_parity(effnet, omniglot_image
     with pytest.raises(InvalidInputError):
         enc.encode_text(["a text"])
     with pytest.raises(SystemExit):
-        parser.parse_args(["--encoder", "minilm", "--out", "x", "--quantize", "fp16"])
+        cli_main(["export", "--encoder", "minilm", "--out", "x", "--quantize", "fp16"])
 
 
 def test_clip_towers_and_tokenizer(omniglot_images):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fewshot.classifiers import ArraySupport
-from fewshot.classifiers.base import softmax
+from fewshot._core import softmax
 from fewshot.index.support_index import SupportIndex
 from fewshot.openset.mahalanobis import RelativeMahalanobis
 from fewshot.openset.detector import OOD_SCORES, OpenSetDetector, class_offsets, fit_temperature, loo_folds, loo_scores

@@ -1,7 +1,6 @@
 """fewshot.training.image_transfer: a tiny adaptation (8 Omniglot background classes, 32 px, 1 epoch) and the timm-dir round trip."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -12,7 +11,8 @@ from fewshot.datasets import LabelledData
 from fewshot.encoders.base import Encoder
 from fewshot.encoders.timm_image import AdaptedTimmEncoder, TimmImageEncoder, load_timm_dir
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
-from fewshot.training.image_transfer import DEFAULTS, adapt_encoder, add_adapt_arguments, run_adapt
+from fewshot.cli import main as cli_main
+from fewshot.training.image_transfer import DEFAULTS, transfer_encoder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -20,7 +20,7 @@ def _threads():
     """One torch thread on a busy machine (2 oversubscribed threads run 3-5x slower here); restored after."""
     import torch
 
-    from fewshot.training.image_transfer import default_threads
+    from fewshot._core import default_threads
     saved = torch.get_num_threads()
     torch.set_num_threads(default_threads())
     yield
@@ -50,7 +50,7 @@ def evaluation(shared_data):
 @pytest.fixture(scope="module")
 def adapted(effnet, background):
     history: list = []
-    enc = adapt_encoder(effnet, background, image_size=32, epochs=1, batch_size=32, holdout_classes=0,
+    enc = transfer_encoder(effnet, background, image_size=32, epochs=1, batch_size=32, holdout_classes=0,
                         lr=3e-3, progress=False, history=history)
     assert len(history) == 1 and history[0]["epoch"] == 1
     return enc
@@ -127,17 +127,17 @@ def test_bad_arguments_are_typed(effnet, background):
            dict(batch_size=1), dict(max_minutes=0), dict(epochs=1.5), dict(holdout_classes=-1), dict(train_blocks=99)]
     for kwargs in bad:
         with pytest.raises(InvalidInputError):
-            adapt_encoder(effnet, small, progress=False, **kwargs)
+            transfer_encoder(effnet, small, progress=False, **kwargs)
     with pytest.raises(InvalidInputError):
-        adapt_encoder(effnet, [np.zeros((5, 5))], progress=False)
+        transfer_encoder(effnet, [np.zeros((5, 5))], progress=False)
     with pytest.raises(InvalidInputError):
-        adapt_encoder(effnet, LabelledData(["a", "b"], ["x", "y"], "text", "text"), progress=False)
+        transfer_encoder(effnet, LabelledData(["a", "b"], ["x", "y"], "text", "text"), progress=False)
     with pytest.raises(InvalidInputError):                                   # one image per class
-        adapt_encoder(effnet, LabelledData(background.inputs[:2], ["x", "y"], "tiny", "image"), progress=False)
+        transfer_encoder(effnet, LabelledData(background.inputs[:2], ["x", "y"], "tiny", "image"), progress=False)
     with pytest.raises(EncoderUnavailableError):
-        adapt_encoder(_TextOnly(), small, progress=False)
+        transfer_encoder(_TextOnly(), small, progress=False)
     with pytest.raises(InvalidInputError):
-        adapt_encoder(42, small, progress=False)
+        transfer_encoder(42, small, progress=False)
 
 
 def test_load_timm_dir_errors(tmp_path, adapted):
@@ -164,10 +164,8 @@ def test_cli_adapt_on_an_image_folder(tmp_path, background, capsys):
         (root / f"c{c}").mkdir(parents=True)
         for k in range(3):
             Image.fromarray(background.inputs[c * 20 + k]).save(root / f"c{c}" / f"{k}.png")
-    parser = add_adapt_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--source", str(root), "--out", str(tmp_path / "out"), "--epochs", "1",
-                              "--image-size", "32", "--batch-size", "4", "--holdout-classes", "0", "--quiet"])
-    assert run_adapt(args) == 0
+    assert cli_main(["transfer", "--source", str(root), "--out", str(tmp_path / "out"), "--epochs", "1",
+                     "--image-size", "32", "--batch-size", "4", "--holdout-classes", "0", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["encoder"].startswith("timm-dir:") and summary["source_classes"] == 3
     assert load_timm_dir(tmp_path / "out").dim == 1280
@@ -175,7 +173,7 @@ def test_cli_adapt_on_an_image_folder(tmp_path, background, capsys):
 
 def test_episodic_loss_runs(effnet, background):
     history: list = []
-    enc = adapt_encoder(effnet, background, loss="episodic", episode_way=4, episode_query=2, image_size=32,
+    enc = transfer_encoder(effnet, background, loss="episodic", episode_way=4, episode_query=2, image_size=32,
                         epochs=1, holdout_classes=0, progress=False, history=history)
     assert enc.info["loss"] == "episodic" and enc.info["steps"] == len(background) // 12
     assert history[0]["loss"] is not None and np.isfinite(history[0]["loss"])

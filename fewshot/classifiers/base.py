@@ -9,7 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from fewshot.errors import DimensionMismatchError, EmptyInputError, NonFiniteError, NotFittedError
+from fewshot._core import check_vectors, softmax
+from fewshot.errors import NotFittedError
 
 
 class Support(Protocol):
@@ -89,29 +90,6 @@ class ArraySupport:
 
     def examples(self) -> tuple[np.ndarray, np.ndarray]:
         return self.vectors, self.labels
-
-
-def check_vectors(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
-    """Validate (n, dim) finite float vectors; returns C-contiguous float32."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise DimensionMismatchError(f"{what} must be 2-D (n, {dim}); got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise EmptyInputError(f"{what} is empty; pass at least one vector")
-    if x.shape[1] != dim:
-        raise DimensionMismatchError(f"{what} have dimension {x.shape[1]}, expected {dim}")
-    if not np.isfinite(x).all():
-        raise NonFiniteError(f"{what} contain NaN or inf values")
-    return np.ascontiguousarray(x)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row softmax of (n, C) logits (stable)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class Classifier(ABC):

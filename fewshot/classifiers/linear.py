@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
+from fewshot._core import l2_normalise, torch_threads
 from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.classifiers.base import Classifier, Support
-from fewshot.classifiers.prototype import normalise_rows
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
@@ -34,7 +34,7 @@ def prior_weights(prototypes: np.ndarray, counts: np.ndarray, class_vectors: np.
     examples. Zero rows for classes with neither."""
     weight = prior_weight * has_vector.astype(np.float64)
     sums = prototypes.astype(np.float64) * counts[:, None] + weight[:, None] * class_vectors
-    return normalise_rows(sums / np.maximum(counts + weight, 1e-12)[:, None]).astype(np.float32)
+    return l2_normalise(sums / np.maximum(counts + weight, 1e-12)[:, None], dtype=None).astype(np.float32)
 
 
 def fit_logreg(x: np.ndarray, y: np.ndarray, w0: np.ndarray, lam: float, scale: float,
@@ -46,12 +46,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, w0: np.ndarray, lam: float, scale: 
     """
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: one thread is faster than contended many
-    try:
+    with torch_threads(1):  # small matrices: one thread is faster than contended many
         return _fit_logreg(torch, x, y, w0, lam, scale, sample_weight, init, max_iter)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit_logreg(torch, x, y, w0, lam, scale, sample_weight, init, max_iter):

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fewshot._core import l2_normalise
+
 from fewshot.errors import InvalidInputError
 from fewshot.classifiers.base import Classifier, Support
-
-
-def normalise_rows(x: np.ndarray) -> np.ndarray:
-    """(n, d) → rows scaled to unit L2 norm (zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class PrototypeClassifier(Classifier):
@@ -38,11 +35,11 @@ class PrototypeClassifier(Classifier):
         if self.center and counts.sum() > 0:
             self.mean_ = ((support.prototypes() * counts[:, None]).sum(0) / counts.sum()).astype(np.float32)
             prototypes = prototypes - self.mean_
-        self.prototypes_ = normalise_rows(prototypes).astype(np.float32)
+        self.prototypes_ = l2_normalise(prototypes).astype(np.float32)
 
     def transform_queries(self, queries: np.ndarray) -> np.ndarray:
         """Apply the same centring as the prototypes: (n, d) → (n, d)."""
-        return normalise_rows(queries - self.mean_) if self.center else queries
+        return l2_normalise(queries - self.mean_) if self.center else queries
 
     def _scores(self, queries: np.ndarray) -> np.ndarray:
         return self.transform_queries(queries) @ self.prototypes_.T

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fewshot._core import torch_threads
 from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.classifiers.base import Classifier, Support
 from fewshot.classifiers.fusion import FusionClassifier
@@ -67,9 +68,7 @@ class TipAdapterFClassifier(Classifier):
         import torch
 
         torch.manual_seed(self.seed)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             X = torch.from_numpy(k0.copy())
             y = torch.from_numpy(self.labels_)
             M0, K0 = torch.from_numpy(m0.copy()), torch.from_numpy(k0.copy())
@@ -95,8 +94,6 @@ class TipAdapterFClassifier(Classifier):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        finally:
-            torch.set_num_threads(threads)
         return M.detach().numpy().astype(np.float32), K.detach().numpy().astype(np.float32)
 
     def _scores(self, queries: np.ndarray) -> np.ndarray:

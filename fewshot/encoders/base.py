@@ -11,6 +11,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from fewshot._core import l2_normalise
 from fewshot.errors import EmptyInputError, ImageReadError, InvalidInputError
 
 ImageInput = Union[str, "os.PathLike[str]", Any]  # a path or a PIL.Image.Image
@@ -118,11 +119,46 @@ def load_image_rgb(image: ImageInput):
         raise ImageReadError(f"cannot read {path} as an image: {exc}") from None
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Row-normalise (n, d) to unit L2 norm, in float32; zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+def image_to_rgb(image: Any):
+    """A path, PIL image or image array ((H, W) grey or (H, W, 1|3); uint8, bool → 0/255, or floats in
+    [0, 1] or [0, 255]) → RGB PIL image; typed errors for bad files and arrays."""
+    if isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)) or image.size == 0:
+            raise ImageReadError(f"an image array must be (H, W) or (H, W, 3), got shape {image.shape}")
+        arr = image
+        if arr.dtype == bool:
+            arr = np.where(arr, np.uint8(255), np.uint8(0))
+        elif arr.dtype != np.uint8:
+            if not np.all(np.isfinite(arr)):
+                raise ImageReadError("an image array holds NaN or inf values")
+            arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        return Image.fromarray(np.ascontiguousarray(arr)).convert("RGB")
+    return load_image_rgb(image)
+
+
+def encode_image_batches(images: Sequence[Any], preprocess: Any, forward: Any, *, name: str, device: Any,
+                         batch_size: int = 32, show_progress_bar: bool | None = None,
+                         progress_threshold: int = 64, to_rgb: Any = load_image_rgb) -> np.ndarray:
+    """The one torch image loop: ``to_rgb`` (input → RGB PIL) → ``preprocess`` (PIL → (3, H, W) tensor) →
+    ``forward`` ((b, 3, H, W) → (b, dim)), in batches under inference mode. Returns (n, dim) float32,
+    L2-normalised; a progress bar from ``progress_threshold`` images on unless ``show_progress_bar`` says."""
+    import torch
+    from tqdm.auto import tqdm
+
+    images = check_input_list(images)
+    if show_progress_bar is None:
+        show_progress_bar = progress_default(len(images), progress_threshold)
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=f"encoding images ({name})",
+                      disable=not show_progress_bar):
+        batch = torch.stack([preprocess(to_rgb(im)) for im in images[start:start + batch_size]])
+        with torch.inference_mode():
+            out.append(forward(batch.to(device)).float().cpu().numpy())
+    return l2_normalise(np.concatenate(out))
 
 
 def default_device() -> str:

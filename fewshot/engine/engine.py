@@ -19,11 +19,12 @@ import numpy as np
 
 from fewshot.index import storage
 from fewshot.classifiers import make_classifier
-from fewshot.classifiers.base import Classifier, check_vectors
+from fewshot._core import as_float_vectors, check_vectors, softmax
+from fewshot.classifiers.base import Classifier
 from fewshot.encoders.base import Encoder, check_input_list
 from fewshot.encoders.registry import load_encoder
 from fewshot.errors import CorruptIndexError, FewShotError, EmptyClassError, InvalidInputError, NotFittedError
-from fewshot.index.support_index import SupportIndex, as_float_vectors
+from fewshot.index import SupportIndex
 from fewshot.openset.detector import OpenSetDetector
 from fewshot.templates import expand
 
@@ -257,7 +258,6 @@ class FewShotEngine:
         predictions exactly. Adding or removing classes afterwards keeps the adaptation (refitted lazily)."""
         from fewshot.adapt import Adaptation
 
-        from fewshot.index.support_index import as_float_vectors
 
         Adaptation(method, **options)  # check the arguments before any work
         vectors = check_vectors(as_float_vectors(unlabeled, "unlabeled"), self.encoder.dim, "unlabeled vectors") \
@@ -301,7 +301,6 @@ class FewShotEngine:
         if self.adapt_spec is None:
             return queries
         self._support_view()
-        from fewshot.index.support_index import as_float_vectors
         return self.adaptation.transform_queries(check_vectors(as_float_vectors(queries, "queries"),
                                                                self.encoder.dim, "queries"))
 
@@ -371,7 +370,6 @@ class FewShotEngine:
         """(n, C) scores → probabilities: calibrated temperature when available. Call with the lock held."""
         if self._uses_calibration():
             return self._openset().probabilities(scores)
-        from fewshot.classifiers.base import softmax
         return softmax(scores * self.classifier.logit_scale)
 
     def _openset(self):

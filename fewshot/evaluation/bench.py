@@ -8,24 +8,21 @@ Per result, ``seconds`` is the wall time of sampling + scoring; encoding is cach
 (``fewshot.encoders.cache``) and reported separately on stderr. For ``zero-shot`` mode every test item is one
 trial (``episodes`` = number of test items, ``ci95`` = the binomial normal interval).
 
-Run as ``fewshot bench ...`` or ``python -m fewshot.evaluation.bench ...``.
+The command line is ``fewshot.cli.bench``; the reports (markdown, PNG) are ``fewshot.evaluation.reports``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from fewshot.datasets import LabelledData, load_dataset, split_spec
-from fewshot.errors import DataFormatError, FewShotError, InvalidInputError
-from fewshot.openset.detector import DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS
+from fewshot.errors import InvalidInputError
+from fewshot.openset.detector import DEFAULT_OOD_SCORE
 
 MODES = ("episodic", "all", "zero-shot", "openset")
 DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
@@ -64,19 +61,6 @@ class BenchData:
     train_inputs: list | None = None
     test_inputs: list | None = None
     descriptions: dict | None = None
-
-
-def load_descriptions(path: str | os.PathLike | None) -> dict[str, str]:
-    """JSON file ``{label: description}`` → dict; typed errors for anything else."""
-    if path is None:
-        return {}
-    from fewshot.datasets import read_json
-
-    obj = read_json(path, "descriptions file")
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
-                                            for k, v in obj.items()):
-        raise DataFormatError(f"{path}: expected a JSON object mapping each label to a non-empty description")
-    return obj
 
 
 def class_prompt_vectors(encoder: Any, classes: Sequence[str], descriptions: dict[str, str] | None = None,
@@ -361,162 +345,3 @@ def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
         scores = make_classifier("linear").fit(support).scores(tuned.encode_text(data.test_inputs))
         accs.append(float((scores.argmax(1) == data.test_y).mean()))
     return _repeats_row("all", ENCODER_METHOD, len(data.classes), shots, accs, time.perf_counter() - t0)
-
-
-# ------------------------------------------------------------------------------------------------ reports
-
-def markdown_table(payload: dict[str, Any], title: str | None = None) -> str:
-    """The results as a markdown table (accuracy and CI in percent)."""
-    lines = [f"### {title}", ""] if title else []
-    lines += [f"Encoder: `{payload['encoder']}`", "",
-              "| mode | method | way | shot | episodes | accuracy (%) | ± 95% CI | seconds |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in payload["results"]:
-        lines.append(f"| {r['mode']} | {r['method']} | {r['way']} | {r['shot']} | {r['episodes']} | "
-                     f"{100 * r['accuracy']:.2f} | {100 * r['ci95']:.2f} | {r['seconds']:.3f} |")
-    opens = [r for r in payload["results"] if r["mode"] == "openset"]
-    if opens:  # accuracy above is closed-set; the rejection columns are here
-        lines += ["", "| method | shot | rejection | AUROC | accuracy (%) | accuracy with rejection (%) | "
-                  "drop (points) | out-of-scope rejected (%) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-        for r in opens:
-            rule = f"{r.get('reject_score', '?')}, {r.get('reject_target', '?')} keep {r.get('keep', '?')}"
-            lines.append(f"| {r['method']} | {r['shot']} | {rule} | {r['auroc']:.4f} | {100 * r['accuracy']:.2f} | "
-                         f"{100 * r['accuracy_with_rejection']:.2f} | "
-                         f"{100 * (r['accuracy'] - r['accuracy_with_rejection']):.2f} | "
-                         f"{100 * r['oos_recall']:.1f} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_results(payload: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
-    """PNG: one panel per few-shot mode, accuracy vs shots with 95% CI bars per method; zero-shot as a
-    dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = payload["results"]
-    panels = [m for m in ("episodic", "all", "openset") if any(r["mode"] == m for r in results)] or ["zero-shot"]
-    zero = [r for r in results if r["mode"] == "zero-shot"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.5, 5.5 * len(panels)), 4.2), squeeze=False)
-    for ax, mode in zip(axes[0], panels):
-        rows = [r for r in results if r["mode"] == mode]
-        for method in dict.fromkeys(r["method"] for r in rows):
-            pts = sorted((r["shot"], r["accuracy"], r["ci95"]) for r in rows if r["method"] == method)
-            xs, ys, es = zip(*pts)
-            ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in es], marker="o", capsize=4,
-                        label=method)
-        way = rows[0]["way"] if rows else None
-        for z in (z for z in zero if z["way"] == way or not rows):   # same number of classes only
-            ax.axhline(100 * z["accuracy"], ls="--", color="grey", label=f"zero-shot ({z['way']}-way)")
-        if rows:
-            way = rows[0]["way"]
-            ax.set_xticks(sorted({r["shot"] for r in rows}))
-            ax.set_title(f"{mode}: {way}-way" if mode == "episodic" else
-                         f"open set, closed-set accuracy ({way})" if mode == "openset" else f"all classes ({way})")
-        ax.set_xlabel("shots per class")
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title or payload["encoder"], fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_reports(payload: dict[str, Any], json_path: str | os.PathLike, title: str | None = None) -> list[Path]:
-    """Write OUT (JSON), OUT.md and OUT.png (suffix replaced). Returns the paths written."""
-    json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
-    md.write_text(markdown_table(payload, title), encoding="utf-8")
-    plot_results(payload, png, title)
-    return [json_path, md, png]
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``fewshot bench`` arguments (DESIGN.md contract) to ``parser``."""
-    from fewshot.evaluation.episodes import available_methods
-
-    parser.add_argument("--train", required=True, help="TRAIN data: CSV text,label | JSONL | image folder | "
-                        "data_full.json#train | Omniglot .npz")
-    parser.add_argument("--test", required=True, help="TEST data, same formats; the same path as --train "
-                        "draws support and queries disjointly from it")
-    parser.add_argument("--encoder", default=None, help="encoder name (default: minilm for text, effnet-lite0 "
-                        "for images)")
-    parser.add_argument("--mode", choices=MODES, default="episodic")
-    parser.add_argument("--way", type=int, default=5, help="classes per episode (episodic)")
-    parser.add_argument("--shot", type=int, nargs="+", default=[1, 5], help="shots per class")
-    parser.add_argument("--query", type=int, default=15, help="queries per class (episodic)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes (episodic, default 600) or repeats (all, default 5)")
-    parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
-                        help=f"methods: {', '.join(available_methods())}; 'encoder' (mode all, texts): "
-                             "fine-tune the text encoder on each repeat's support, then a linear probe")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--transductive", action="store_true",
-                        help="all / zero-shot / openset: adapt to the unlabeled TEST pool (recenter + soft "
-                             "k-means prototypes; labels never used)")
-    parser.add_argument("--oos-label", default="oos", help="openset: label of out-of-scope TEST items")
-    parser.add_argument("--keep", type=float, default=0.95,
-                        help="openset: share of in-scope inputs to accept (threshold from support only)")
-    parser.add_argument("--reject-score", default=DEFAULT_OOD_SCORE, choices=OOD_SCORES,
-                        help="openset: the in-scope score thresholded (see fewshot/openset.py)")
-    parser.add_argument("--reject-target", default="coverage", choices=TARGETS,
-                        help="openset: what --keep keeps: in-scope inputs (coverage), correct answers (accuracy), "
-                             "or accuracy itself (drop: lose at most 1 - keep)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write results JSON here (+ .md, .png)")
-    parser.add_argument("--descriptions", default=None, metavar="FILE",
-                        help="JSON {label: description} for zero-shot prompts")
-    parser.add_argument("--cache-dir", default=None, help="embedding cache (default $FEWSHOT_CACHE_DIR or "
-                        "~/.cache/fewshot/embeddings)")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    """Run ``fewshot bench`` from parsed arguments; prints the markdown table. Returns an exit code."""
-    try:
-        for name in ("way", "query"):
-            if getattr(args, name) < 1:
-                raise InvalidInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
-        if any(k < 1 for k in args.shot):
-            raise InvalidInputError(f"--shot values must be >= 1, got {args.shot}")
-        if args.episodes is not None and args.episodes < 1:
-            raise InvalidInputError(f"--episodes must be >= 1, got {args.episodes}")
-        if args.transductive and args.mode == "episodic":
-            raise InvalidInputError("--transductive works with --mode all, zero-shot or openset")
-        data = prepare(args.train, args.test, args.encoder,
-                       need_train=args.mode != "zero-shot" or args.transductive,
-                       descriptions=load_descriptions(args.descriptions), cache_dir=args.cache_dir)
-        if args.mode == "openset":
-            results = run_openset(data, methods=args.method, shots=args.shot, repeats=args.episodes or 5,
-                                  seed=args.seed, oos_label=args.oos_label, keep=args.keep,
-                                  score=args.reject_score, target=args.reject_target,
-                                  transductive=args.transductive)
-        elif args.transductive:
-            results = run_transductive(data, args.mode, methods=args.method, shots=args.shot,
-                                       repeats=args.episodes or 5, seed=args.seed)
-        else:
-            results = run_mode(data, args.mode, methods=args.method, way=args.way, shots=args.shot,
-                               query=args.query, episodes=args.episodes, seed=args.seed)
-    except FewShotError as exc:
-        _log(f"error: {exc}")
-        return 2
-    payload = {"encoder": data.encoder, "results": results}
-    print(markdown_table(payload), end="")
-    if args.json:
-        for p in write_reports(payload, args.json, f"{Path(split_spec(args.test)[0]).name} ({data.encoder})"):
-            _log(f"wrote {p}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fewshot bench", description=__doc__.splitlines()[0])
-    add_bench_arguments(parser)
-    return run_bench(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

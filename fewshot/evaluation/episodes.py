@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fewshot._core import l2_normalise
 from fewshot.errors import InvalidInputError
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -191,15 +192,11 @@ def _bmm_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a, np.ascontiguousarray(np.swapaxes(b, -1, -2)))
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def prototype_scores(support: np.ndarray, queries: np.ndarray, class_vectors: np.ndarray | None = None,
                      **_: Any) -> np.ndarray:
     """Cosine to normalised class means (``PrototypeClassifier`` without prompt vectors).
     support (B, C, K, d), queries (B, M, d) → (B, M, C)."""
-    return _bmm_t(queries, _normalise(support.sum(2)))     # sum: same direction as the mean, one pass less
+    return _bmm_t(queries, l2_normalise(support.sum(2)))     # sum: same direction as the mean, one pass less
 
 
 def prototype_l2_scores(support: np.ndarray, queries: np.ndarray, class_vectors: np.ndarray | None = None,
@@ -218,7 +215,7 @@ def simpleshot_scores(support: np.ndarray, queries: np.ndarray, class_vectors: n
     """SimpleShot CL2N: subtract the episode's support mean from prototypes and queries, L2-normalise, cosine.
     support (B, C, K, d), queries (B, M, d) → (B, M, C)."""
     mean = support.mean((1, 2))[:, None, :]                                   # (B, 1, d)
-    protos = _normalise(support.mean(2) - mean)                               # (B, C, d)
+    protos = l2_normalise(support.mean(2) - mean)                               # (B, C, d)
     # (q - m)·p / |q - m| without materialising q - m (B, M, d): |q - m|² = |q|² - 2 q·m + |m|²
     qp = _bmm_t(queries, np.concatenate([protos, mean], axis=1))              # (B, M, C + 1)
     sq = np.einsum("bmd,bmd->bm", queries, queries)[..., None] - 2 * qp[..., -1:] \

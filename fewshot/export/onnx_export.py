@@ -17,10 +17,8 @@ numpy and PIL.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -29,22 +27,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fewshot._core import __version__, sha256_file
+from fewshot.encoders.onnx import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
-MANIFEST_NAME = "manifest.json"
-FORMAT_NAME = "fewshot-onnx"
-FORMAT_VERSION = 1
 QUANTIZE_CHOICES = ("int8",)
 DEFAULT_OPSET = 17
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,7 +63,7 @@ def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | Non
                          "source_encoder": encoder.name, "dim": int(encoder.dim),
                          "modalities": sorted(encoder.modalities), "opset": opset,
                          "zero_shot_templates": list(encoder.zero_shot_templates)})
-        manifest["fewshot_version"] = _fewshot_version()
+        manifest["fewshot_version"] = __version__
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
@@ -87,11 +75,6 @@ def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | Non
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def _fewshot_version() -> str:
-    from fewshot._core import __version__
-    return __version__
 
 
 def _resolve_encoder(encoder: Any):
@@ -402,40 +385,3 @@ def _export_clip(encoder: Any, out: Path, quantize: str | None, opset: int) -> d
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI: `fewshot export --encoder NAME --out DIR [--quantize int8]`
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``fewshot export`` options to ``parser``."""
-    parser.add_argument("--encoder", default="minilm",
-                        help="encoder to export: minilm, effnet-lite0, st:..., clip:<arch>/<pretrained>, "
-                             "timm:<name>@<checkpoint> (default: minilm)")
-    parser.add_argument("--out", required=True, help="output folder (created; replaced if it is an export)")
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                        help="dynamic int8 quantisation of the graphs (smaller, faster on CPU)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    return parser
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Run ``fewshot export`` from parsed arguments; prints the folder and its manifest summary. Returns 0."""
-    out = export_encoder(args.encoder, args.out, quantize=args.quantize, opset=getattr(args, "opset",
-                                                                                         DEFAULT_OPSET))
-    with open(out / MANIFEST_NAME, encoding="utf-8") as f:
-        manifest = json.load(f)
-    size = sum((out / name).stat().st_size for name in manifest["files"])
-    print(f"exported {manifest['source_encoder']} → {out} ({manifest['kind']}, dim {manifest['dim']}, "
-          f"{'int8' if manifest['quantize'] else 'fp32'}, {size / 2**20:.1f} MiB); "
-          f"load it with encoder 'onnx:{out}'")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_export_arguments(argparse.ArgumentParser(prog="fewshot export", description=__doc__.split("\n")[0]))
-    return run_export(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

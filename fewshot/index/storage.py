@@ -12,7 +12,6 @@ any file is parsed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,20 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from fewshot._core import sha256_file
 from fewshot.errors import CorruptIndexError, InvalidInputError, VersionMismatchError
 
 STORAGE_FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
 POINTER = "CURRENT"
 _SNAPSHOT = re.compile(r"^snap-(\d{6,})$")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_json_object(path: Path, format_version: int | None = None) -> dict:

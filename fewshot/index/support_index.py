@@ -38,26 +38,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fewshot.classifiers.base import check_vectors
+from fewshot._core import as_float_vectors, check_vectors
 from fewshot.errors import CorruptIndexError, DuplicateClassError, InvalidInputError, UnknownClassError
 
 INDEX_FORMAT_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
-
-
-def as_float_vectors(x: object, what: str = "vectors") -> np.ndarray:
-    """Convert user input to a real-valued float32 array, or raise InvalidInputError (never a bare
-    ValueError/TypeError for strings, ragged lists, dicts, object or complex arrays). Shape and finiteness are
-    checked by ``check_vectors``."""
-    if isinstance(x, (str, bytes, dict)) or x is None:
-        raise InvalidInputError(f"{what} must be a numeric (n, dim) array, got {type(x).__name__}")
-    try:
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(f"dtype {arr.dtype}")
-        return arr.astype(np.float32, copy=False)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInputError(f"{what} must be a real-valued numeric (n, dim) array: {exc}") from None
 
 
 @dataclass

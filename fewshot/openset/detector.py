@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.classifiers.base import ArraySupport, Support, softmax
+from fewshot._core import softmax
+from fewshot.classifiers.base import ArraySupport, Support
 from fewshot.errors import InvalidInputError
 from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows
 

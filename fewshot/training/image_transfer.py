@@ -1,6 +1,6 @@
 """Adaptation on a labelled source set of *other* classes (transfer learning), then few-shot on new classes.
 
-``adapt_encoder`` fine-tunes the last stages of a timm EfficientNet-style encoder (``effnet-lite0`` by default) on
+``transfer_encoder`` (formerly ``adapt_encoder``) fine-tunes the last stages of a timm EfficientNet-style encoder (``effnet-lite0`` by default) on
 a labelled source set, e.g. Omniglot's background set (964 classes), so that the engine few-shots *new* classes
 (Omniglot's evaluation set) much better than with frozen ImageNet features. It is built to fit in minutes on a
 small CPU:
@@ -17,55 +17,90 @@ small CPU:
 The result is an ``AdaptedTimmEncoder``: it embeds like any image encoder (paths, PIL images, uint8 arrays) at
 ``image_size``, is saved with ``FewShotEngine.save`` as a ``timm-dir:`` folder and reloads with the engine.
 
-CLI: ``fewshot adapt --encoder effnet-lite0 --source images_background.npz --out DIR`` (``add_adapt_arguments``
-/ ``run_adapt``).
+CLI: ``fewshot transfer --encoder effnet-lite0 --source images_background.npz --out DIR`` (``fewshot.cli.transfer``;
+``fewshot adapt`` is its deprecated alias). Not to be confused with ``FewShotEngine.adapt`` (``fewshot.adapt``),
+which adapts to *unlabeled* target data without training weights.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Sequence
+import warnings
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from fewshot._core import check_float, check_int, default_threads, torch_threads
+from fewshot.encoders.base import image_to_rgb
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
-LOSSES = ("supervised", "episodic")
-#: Default settings, chosen on 64 held-out Omniglot *background* classes (20-way 1-shot validation accuracy,
-#: 56 px, supervised, same ~25-min CPU budget: train_blocks 1 → 0.882, 2 → 0.930, 3 → 0.95), never on the
-#: evaluation set; see benchmarks/results/omniglot_adapt.md.
-DEFAULTS: dict[str, Any] = {"train_blocks": 3, "image_size": 56, "epochs": 8, "loss": "supervised",
-                            "rotations": False, "batch_size": 128, "lr": 1e-3, "weight_decay": 5e-4,
-                            "holdout_classes": 64, "max_minutes": 30.0}
+TransferLoss = Literal["supervised", "episodic"]
+LOSSES: tuple[str, ...] = get_args(TransferLoss)
 
 
-def default_threads() -> int:
-    """Torch threads for adaptation: 1 when the machine is already busier than its cores (measured here 3-5x
-    faster than 2 oversubscribed threads), else min(2, cores)."""
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] > cores
-    except OSError:
-        busy = False
-    return 1 if busy else max(1, min(2, cores))
+@dataclass(frozen=True)
+class TransferConfig:
+    """Settings of ``transfer_encoder``, validated on construction (typed ``InvalidInputError``).
+
+    The defaults were chosen on 64 held-out Omniglot *background* classes (20-way 1-shot validation accuracy,
+    56 px, supervised, same ~25-min CPU budget: train_blocks 1 → 0.882, 2 → 0.930, 3 → 0.95), never on the
+    evaluation set; see benchmarks/results/omniglot_adapt.md.
+
+    Fields:
+        train_blocks: trailing stages of ``model.blocks`` to train (plus ``conv_head``/``bn2``); effnet-lite0
+            has 7 stages (the last three: 112, 192 and 320 channels). Earlier layers are frozen and cached.
+        image_size: square input size (px) for training *and* for the adapted encoder afterwards.
+        epochs: passes over the (rotated) source images; the best epoch on held-out classes is kept.
+        loss: ``"supervised"`` (cosine-softmax cross-entropy over all source classes) or ``"episodic"``
+            (prototypical loss on ``episode_way``-way 1-shot ``episode_query``-query episodes).
+        rotations: also train on 90/180/270° rotations, each as a new class (×4 classes and cache/compute).
+        batch_size: images per optimiser step (supervised).
+        lr, weight_decay: AdamW settings (cosine schedule with a short warm-up; the head uses 10 × lr).
+        holdout_classes: source classes held out for early stopping (0 = none: the last epoch is kept).
+        val_episodes: held-out episodes per validation (5-way and 20-way 1-shot, prototype classifier).
+        seed: seeds the class split, the data order and the head initialisation.
+        max_minutes: wall-time budget for everything (caching + training); training stops when it is spent.
+        num_threads: torch threads (None: ``fewshot._core.default_threads()``); restored afterwards.
+    """
+
+    train_blocks: int = 3
+    image_size: int = 56
+    epochs: int = 8
+    loss: TransferLoss = "supervised"
+    rotations: bool = False
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    holdout_classes: int = 64
+    episode_way: int = 32
+    episode_query: int = 3
+    val_episodes: int = 300
+    seed: int = 0
+    max_minutes: float = 30.0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("train_blocks", 1), ("image_size", 16), ("epochs", 1), ("batch_size", 2),
+                          ("holdout_classes", 0), ("episode_way", 2), ("episode_query", 1), ("val_episodes", 1),
+                          ("seed", 0)):
+            check_int(name, getattr(self, name), low)
+        if self.num_threads is not None:
+            check_int("num_threads", self.num_threads, 1)
+        for name, inclusive in (("lr", False), ("weight_decay", True), ("max_minutes", False)):
+            check_float(name, getattr(self, name), 0.0, inclusive=inclusive)
+        if self.loss not in LOSSES:
+            raise InvalidInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not isinstance(self.rotations, (bool, np.bool_)):
+            raise InvalidInputError(f"rotations must be True or False, got {self.rotations!r}")
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
-        raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float, inclusive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
-            not math.isfinite(float(value)) or float(value) < low or (float(value) == low and not inclusive):
-        raise InvalidInputError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low}, got {value!r}")
-    return float(value)
+#: the defaults as a plain dict (CLI defaults, reports)
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TransferConfig)}
 
 
 def _split(model: Any, train_blocks: int):
@@ -85,19 +120,9 @@ def _split(model: Any, train_blocks: int):
     return frozen, trainable
 
 
-def _to_rgb_pil(image: Any):
-    from fewshot.encoders.timm_image import _as_pil
-    return _as_pil(image)
-
-
-def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_blocks: int = DEFAULTS["train_blocks"],
-                  image_size: int = DEFAULTS["image_size"], epochs: int = DEFAULTS["epochs"],
-                  loss: str = DEFAULTS["loss"], rotations: bool = DEFAULTS["rotations"],
-                  batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
-                  weight_decay: float = DEFAULTS["weight_decay"], holdout_classes: int = DEFAULTS["holdout_classes"],
-                  episode_way: int = 32, episode_query: int = 3, val_episodes: int = 300,
-                  seed: int = 0, max_minutes: float = DEFAULTS["max_minutes"], num_threads: int | None = None,
-                  progress: bool = True, device: str | None = "cpu", history: list | None = None):
+def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: TransferConfig | None = None, *,
+                     progress: bool = True, device: str | None = "cpu", history: list | None = None,
+                     **settings: Any):
     """Fine-tune the last stages of an image encoder on a labelled source set of other classes.
 
     Args:
@@ -105,20 +130,7 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
             ``TimmImageEncoder``; it is copied, never changed.
         source: a ``fewshot.datasets.LabelledData`` of images (paths, PIL images or uint8 (H, W) / (H, W, 3)
             arrays), >= 2 classes with >= 2 images each (Omniglot background: 964 classes × 20).
-        train_blocks: trailing stages of ``model.blocks`` to train (plus ``conv_head``/``bn2``); effnet-lite0
-            has 7 stages (the last three: 112, 192 and 320 channels). Earlier layers are frozen and cached.
-        image_size: square input size (px) for training *and* for the adapted encoder afterwards.
-        epochs: passes over the (rotated) source images; the best epoch on held-out classes is kept.
-        loss: ``"supervised"`` (cosine-softmax cross-entropy over all source classes) or ``"episodic"``
-            (prototypical loss on ``episode_way``-way 1-shot ``episode_query``-query episodes).
-        rotations: also train on 90/180/270° rotations, each as a new class (×4 classes and cache/compute).
-        batch_size: images per optimiser step (supervised).
-        lr, weight_decay: AdamW settings (cosine schedule with a short warm-up; the head uses 10 × lr).
-        holdout_classes: source classes held out for early stopping (0 = none: the last epoch is kept).
-        val_episodes: held-out episodes per validation (5-way and 20-way 1-shot, prototype classifier).
-        seed: seeds the class split, the data order and the head initialisation.
-        max_minutes: wall-time budget for everything (caching + training); training stops when it is spent.
-        num_threads: torch threads (None: ``default_threads()``); restored afterwards.
+        config: a ``TransferConfig``; ``settings`` (its field names) override single fields of it.
         progress: tqdm progress bars.
         device: torch device for the work (default CPU).
         history: if a list is given, one dict per validation is appended (epoch, seconds, loss, val_5w1s,
@@ -144,22 +156,14 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
                                 "; load one with fewshot.datasets.load_dataset(path)")
     if source.kind != "image":
         raise InvalidInputError(f"source must hold images, got kind {source.kind!r} ({source.source})")
-    train_blocks = _check_int("train_blocks", train_blocks, 1)
-    image_size = _check_int("image_size", image_size, 16)
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 2)
-    holdout_classes = _check_int("holdout_classes", holdout_classes, 0)
-    episode_way = _check_int("episode_way", episode_way, 2)
-    episode_query = _check_int("episode_query", episode_query, 1)
-    val_episodes = _check_int("val_episodes", val_episodes, 1)
-    lr = _check_float("lr", lr, 0.0)
-    weight_decay = _check_float("weight_decay", weight_decay, 0.0, inclusive=True)
-    max_minutes = _check_float("max_minutes", max_minutes, 0.0)
-    seed = _check_int("seed", seed, 0)
-    if loss not in LOSSES:
-        raise InvalidInputError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if num_threads is not None:
-        num_threads = _check_int("num_threads", num_threads, 1)
+    try:
+        cfg = replace(config or TransferConfig(), **settings)
+    except TypeError as exc:  # an unknown setting name
+        raise InvalidInputError(f"unknown transfer setting: {exc}; known: {sorted(DEFAULTS)}") from None
+    train_blocks, image_size, epochs, loss = cfg.train_blocks, cfg.image_size, cfg.epochs, cfg.loss
+    rotations, batch_size, lr, weight_decay = cfg.rotations, cfg.batch_size, cfg.lr, cfg.weight_decay
+    holdout_classes, episode_way, episode_query = cfg.holdout_classes, cfg.episode_way, cfg.episode_query
+    val_episodes, seed, max_minutes, num_threads = cfg.val_episodes, cfg.seed, cfg.max_minutes, cfg.num_threads
     classes = source.classes
     codes = source.label_codes(classes)
     counts = np.bincount(codes, minlength=len(classes))
@@ -173,16 +177,14 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
     else:
         raise InvalidInputError(f"encoder must be a registry name or a TimmImageEncoder, got {type(encoder).__name__}")
     if not isinstance(base, TimmImageEncoder):
-        raise EncoderUnavailableError(f"encoder {base.name!r} is not a timm image encoder; adapt_encoder works "
+        raise EncoderUnavailableError(f"encoder {base.name!r} is not a timm image encoder; transfer_encoder works "
                                       "with 'effnet-lite0', 'timm:...' or 'timm-dir:...'")
     arch = getattr(base, "arch", None) or (getattr(base.model, "pretrained_cfg", None) or {}).get("architecture")
     if not arch:
         raise EncoderUnavailableError(f"cannot tell the timm architecture of encoder {base.name!r}")
 
-    old_threads = torch.get_num_threads()
     threads = num_threads or default_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         dev = torch.device(device or "cpu")
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -214,7 +216,7 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
             for s in tqdm(range(0, len(rows), step), desc=desc, disable=not progress, leave=False):
                 ims = []
                 for r in rows[s:s + step]:
-                    im = _to_rgb_pil(source.inputs[int(r)])
+                    im = image_to_rgb(source.inputs[int(r)])
                     if rot:
                         im = im.rotate(90 * rot, expand=True)
                     ims.append(transform(im))
@@ -328,7 +330,7 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
             if history is not None:
                 history.append(record)
             if progress:
-                print(f"[fewshot adapt] {json.dumps(record)}", file=sys.stderr, flush=True)
+                print(f"[fewshot transfer] {json.dumps(record)}", file=sys.stderr, flush=True)
             if hold_feats is None or score(record) >= best[0]:
                 best = (score(record), epoch, copy.deepcopy(trainable.state_dict()))
             if stopped_early:
@@ -350,37 +352,13 @@ def adapt_encoder(encoder: Any = "effnet-lite0", source: Any = None, *, train_bl
                 "cache_seconds": round(cache_seconds, 1), "wall_seconds": round(wall, 1), "loadavg_end": load,
                 "history": log}
         return AdaptedTimmEncoder(model.cpu(), arch, preprocess, device="cpu", info=info)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-def add_adapt_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``fewshot adapt``."""
-    parser.add_argument("--encoder", default="effnet-lite0", help="timm image encoder to adapt (default "
-                        "effnet-lite0; also timm:NAME@FILE or timm-dir:DIR)")
-    parser.add_argument("--source", required=True, help="labelled source images of other classes: an image "
-                        "folder (one sub-folder per class) or an Omniglot .npz (e.g. images_background.npz)")
-    parser.add_argument("--out", required=True, help="directory to write the adapted encoder to; use it as "
-                        "--encoder timm-dir:DIR")
-    parser.add_argument("--train-blocks", type=int, default=DEFAULTS["train_blocks"],
-                        help="trailing stages to train (default %(default)s)")
-    parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"], help="input px (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="default %(default)s")
-    parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS["loss"], help="default %(default)s")
-    parser.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=DEFAULTS["rotations"],
-                        help="add 90/180/270-degree rotations as extra classes")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="default %(default)s")
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="default %(default)s")
-    parser.add_argument("--holdout-classes", type=int, default=DEFAULTS["holdout_classes"],
-                        help="source classes held out for early stopping (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-minutes", type=float, default=DEFAULTS["max_minutes"],
-                        help="wall-time budget (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on a busy machine, "
-                        "else up to 2)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
+def adapt_encoder(*args: Any, **kwargs: Any):
+    """Deprecated name of ``transfer_encoder`` (kept for one release)."""
+    warnings.warn("fewshot.training.image_transfer.adapt_encoder is now transfer_encoder", DeprecationWarning,
+                  stacklevel=2)
+    return transfer_encoder(*args, **kwargs)
 
 
 def load_source(path: str):
@@ -389,30 +367,3 @@ def load_source(path: str):
     if split_spec(path)[0].lower().endswith(".npz"):
         return load_omniglot(split_spec(path)[0], as_arrays=True)
     return load_dataset(path)
-
-
-def run_adapt(args: argparse.Namespace) -> int:
-    """``fewshot adapt``: adapt, save to ``--out``, print a JSON summary. Returns the exit status."""
-    from pathlib import Path
-
-    source = load_source(args.source)
-    enc = adapt_encoder(args.encoder, source, train_blocks=args.train_blocks, image_size=args.image_size,
-                        epochs=args.epochs, loss=args.loss, rotations=args.rotations, batch_size=args.batch_size,
-                        lr=args.lr, holdout_classes=args.holdout_classes, seed=args.seed,
-                        max_minutes=args.max_minutes, num_threads=args.threads, progress=not args.quiet)
-    out = Path(args.out)
-    enc.save_to(out)
-    summary = {"encoder": f"timm-dir:{out.resolve()}", **{k: v for k, v in enc.info.items() if k != "history"},
-               "history": enc.info["history"]}
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fewshot.training.image_transfer ...`` (same arguments as ``fewshot adapt``)."""
-    parser = add_adapt_arguments(argparse.ArgumentParser(prog="fewshot adapt", description=__doc__.split("\n")[0]))
-    return run_adapt(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

