@@ -29,13 +29,16 @@ Methods and trade-offs:
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 from fewshot._core import check_vectors, l2_normalise, softmax
 from fewshot.classifiers.base import ArraySupport, Support
 from fewshot.errors import InvalidInputError
 
-ADAPT_METHODS = ("recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd")
+AdaptMethod = Literal["recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd"]
+ADAPT_METHODS: tuple[str, ...] = get_args(AdaptMethod)
 
 
 class Adaptation:
@@ -43,7 +46,7 @@ class Adaptation:
 
     method: str
 
-    def __init__(self, method: str = "recenter", steps: int | None = None, temperature: float | None = None,
+    def __init__(self, method: AdaptMethod = "recenter", steps: int | None = None, temperature: float | None = None,
                  shrinkage: float = 0.1, mmd_weight: float = 1.0, identity_weight: float = 1.0, seed: int = 0):
         if method not in ADAPT_METHODS:
             raise InvalidInputError(f"unknown adaptation method {method!r}; choose one of {ADAPT_METHODS}")

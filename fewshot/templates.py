@@ -4,6 +4,11 @@
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fewshot._core import l2_normalise
 from fewshot.errors import InvalidInputError
 
 #: A small ensemble for sentence encoders (intent / topic style classes).
@@ -33,3 +38,13 @@ def humanise_label(label: str) -> str:
 def expand(templates: list[str] | tuple[str, ...], phrase: str) -> list[str]:
     """Fill each template with ``phrase``."""
     return [t.replace("{}", phrase) for t in templates]
+
+
+def prompt_vectors(encode: Callable[[list[str]], np.ndarray], templates: Sequence[str],
+                   phrases: Sequence[str]) -> np.ndarray:
+    """(C, d) float32: for each of the C phrases (class names or descriptions), the L2-normalised mean of the
+    embedded ``templates`` filled with it. ``encode`` maps a list of texts to their (n, d) embeddings (e.g.
+    ``encoder.encode_text``, or a cached version); all C × T prompts go to it in one call."""
+    templates = list(templates)
+    vectors = encode([p for phrase in phrases for p in expand(templates, phrase)])
+    return l2_normalise(np.asarray(vectors).reshape(len(phrases), len(templates), -1).mean(1))

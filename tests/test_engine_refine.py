@@ -26,7 +26,7 @@ def test_auto_rule_follows_the_label_count(minilm):
     assert build(minilm, 3).refine("auto") == "linear"
 
 
-@pytest.mark.parametrize("method", ["fusion", "linear", "finetune"])
+@pytest.mark.parametrize("method", ["fusion", "linear", "tip-adapter"])
 def test_learned_classifier_saves_and_reloads(minilm, tmp_path, method):
     eng = build(minilm, 4)
     assert eng.refine(method) == method
@@ -63,7 +63,7 @@ def test_refine_errors(minilm):
 
 
 def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(minilm, tmp_path, monkeypatch):
-    import fewshot.engine.engine as engine_module
+    import fewshot.engine.lifecycle as engine_module
     import fewshot.training.text_finetune as refine
 
     eng = build(minilm, 4)
@@ -102,6 +102,13 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert eng.encoder_seen_texts >= reloaded.encoder_seen_texts
 
 
+def test_finetune_is_a_deprecated_name_of_tip_adapter(minilm):
+    eng = build(minilm, 4)
+    assert eng.refine("finetune") == "finetune"  # the name asked for
+    assert eng.classifier_name == "tip-adapter"  # the classifier it names (Tip-Adapter-F, frozen encoder)
+    assert [p.label for p in eng.predict(QUERIES)] == ["card_lost", "exchange_rate", "refund"]
+
+
 SIX_PER_CLASS = {name: [f"{name} example number {i}" for i in range(6)] for name in ("alpha", "beta", "gamma")}
 
 
@@ -130,7 +137,7 @@ def record_finetunes(minilm, monkeypatch, selection_every: int | None = None) ->
 
 
 def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_stopping(minilm, monkeypatch):
-    import fewshot.engine.engine as engine_module
+    import fewshot.engine.lifecycle as engine_module
 
     received = record_finetunes(minilm, monkeypatch, selection_every=4)
     eng = six_per_class_engine(minilm)
@@ -154,7 +161,7 @@ def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_st
 
 
 def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(minilm, monkeypatch):
-    import fewshot.engine.engine as engine_module
+    import fewshot.engine.lifecycle as engine_module
 
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
     received = record_finetunes(minilm, monkeypatch)

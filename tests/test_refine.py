@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fewshot.encoders import load_encoder
-from fewshot.training.text_finetune import choose_method, finetune_encoder
+from fewshot.engine.lifecycle import choose_method
+from fewshot.training.text_finetune import finetune_encoder
 
 TEXTS = ["I lost my card", "my card is gone", "where is my card", "card missing since yesterday",
          "what is my balance", "how much money do I have", "show my account balance", "balance please"]

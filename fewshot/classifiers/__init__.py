@@ -20,7 +20,8 @@ CLASSIFIERS: dict[str, Callable[..., Classifier]] = {
     "zero-shot": ZeroShotClassifier,
     "fusion": FusionClassifier,
     "linear": LinearProbeClassifier,
-    "finetune": TipAdapterFClassifier,
+    "tip-adapter": TipAdapterFClassifier,
+    "finetune": TipAdapterFClassifier,   # deprecated name of "tip-adapter" (it never touches the encoder)
 }
 
 

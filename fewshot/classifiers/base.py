@@ -130,9 +130,23 @@ class Classifier(ABC):
         """(n, d) → (n, C) probabilities, softmax(scores · logit_scale)."""
         return softmax(self.scores(queries) * self.logit_scale)
 
+    #: constructor arguments that define the method, read back from attributes of the same name
+    config_keys: tuple[str, ...] = ()
+
+    def get_config_dict(self) -> dict:
+        """JSON-able constructor arguments (saved with an engine): ``config_keys`` read from the attributes.
+        ``type(self)(**get_config_dict())`` builds an unfitted twin (``clone``)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+                ((k, getattr(self, k)) for k in self.config_keys)}
+
     def config(self) -> dict:
-        """JSON-able constructor arguments (saved with an engine)."""
-        return {}
+        """Alias of ``get_config_dict`` (the name older fewshot code calls)."""
+        return self.get_config_dict()
+
+    def clone(self) -> "Classifier":
+        """A new, unfitted classifier with the same configuration (like ``sklearn.base.clone``): calibration
+        and open-set folds fit clones of the live classifier, so a custom subclass works there too."""
+        return type(self)(**self.get_config_dict())
 
     def state(self) -> dict[str, np.ndarray]:
         """Learned arrays to save with an engine (empty for training-free methods)."""

@@ -234,7 +234,7 @@ class FusionClassifier(Classifier):
         return np.where(has, (1 - a) * cent + a * cache, cent).astype(np.float32)
 
     # ---------------------------------------------------------------- persistence
-    def config(self) -> dict:
+    def get_config_dict(self) -> dict:  # strict JSON: infinities as "inf"
         js = lambda v: "inf" if v is not None and np.isinf(v) else v  # noqa: E731 - strict JSON has no inf
         return {"prior_weight": js(self.prior_weight), "cache_weight": self.cache_weight, "beta": self.beta,
                 "priors": [js(v) for v in self.priors], "cache_weights": list(self.cache_weights),

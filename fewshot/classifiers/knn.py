@@ -14,6 +14,8 @@ class KNNClassifier(Classifier):
 
     name = "knn"
 
+    config_keys = ("k",)
+
     def __init__(self, k: int = 5):
         super().__init__()
         if int(k) < 1:
@@ -34,5 +36,3 @@ class KNNClassifier(Classifier):
             scores[rows[ok, j], classes[ok, j]] = np.maximum(scores[rows[ok, j], classes[ok, j]], sims[ok, j])
         return scores
 
-    def config(self) -> dict:
-        return {"k": self.k}

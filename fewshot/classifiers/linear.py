@@ -103,6 +103,8 @@ class LinearProbeClassifier(Classifier):
 
     name = "linear"
 
+    config_keys = ("lam", "lambdas", "folds", "prior_weight", "text_examples", "scale", "seed", "max_iter")
+
     def __init__(self, lam: float | None = None, lambdas: Sequence[float] = DEFAULT_LAMBDAS, folds: int = 3,
                  prior_weight: float = 1.0, text_examples: bool = True, scale: float = 30.0, seed: int = 0,
                  max_iter: int = 30):
@@ -192,10 +194,6 @@ class LinearProbeClassifier(Classifier):
     def _scores(self, queries: np.ndarray) -> np.ndarray:
         return (queries @ self.W_.T + self.b_ / self.scale).astype(np.float32)
 
-    def config(self) -> dict:
-        return {"lam": self.lam, "lambdas": list(self.lambdas), "folds": self.folds,
-                "prior_weight": self.prior_weight, "text_examples": self.text_examples, "scale": self.scale,
-                "seed": self.seed, "max_iter": self.max_iter}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"W": self.W_, "b": self.b_, "lam": np.float64(self.lam_)}

@@ -18,6 +18,8 @@ class PrototypeClassifier(Classifier):
 
     name = "prototype"
 
+    config_keys: tuple[str, ...] = ("prior_weight", "center")
+
     def __init__(self, prior_weight: float = 1.0, center: bool = False):
         super().__init__()
         if prior_weight < 0:
@@ -44,8 +46,6 @@ class PrototypeClassifier(Classifier):
     def _scores(self, queries: np.ndarray) -> np.ndarray:
         return self.transform_queries(queries) @ self.prototypes_.T
 
-    def config(self) -> dict:
-        return {"prior_weight": self.prior_weight, "center": self.center}
 
 
 class SimpleShotClassifier(PrototypeClassifier):
@@ -53,8 +53,8 @@ class SimpleShotClassifier(PrototypeClassifier):
 
     name = "simpleshot"
 
+    config_keys = ("prior_weight",)
+
     def __init__(self, prior_weight: float = 1.0):
         super().__init__(prior_weight=prior_weight, center=True)
 
-    def config(self) -> dict:
-        return {"prior_weight": self.prior_weight}

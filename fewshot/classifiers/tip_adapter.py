@@ -30,7 +30,9 @@ class TipAdapterFClassifier(Classifier):
         beta: cache sharpness (as in fusion); seed: torch seed (training is deterministic given it).
     """
 
-    name = "finetune"
+    name = "tip-adapter"
+
+    config_keys = ("epochs", "lr", "reg", "beta", "seed")
 
     def __init__(self, epochs: int = 50, lr: float = 1e-3, reg: float = 1.0, beta: float = 20.0, seed: int = 0):
         super().__init__()
@@ -107,8 +109,6 @@ class TipAdapterFClassifier(Classifier):
         cache, has = cache_scores(q @ self.K_.T.astype(np.float64), self.labels_, len(self.valid_), self.beta)
         return np.where(has, (1 - self.alpha_) * cent + self.alpha_ * cache, cent).astype(np.float32)
 
-    def config(self) -> dict:
-        return {"epochs": self.epochs, "lr": self.lr, "reg": self.reg, "beta": self.beta, "seed": self.seed}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"M": self.M_, "K": self.K_, "labels": self.labels_, "valid": self.valid_,

@@ -26,6 +26,9 @@ PREFIXED_ENCODERS: dict[str, tuple[str, str]] = {
     "timm-dir": ("fewshot.encoders.timm_image", "load_timm_dir"),
 }
 
+#: prefixes whose rest is a local directory (a saved engine stores such encoders inside its snapshot)
+LOCAL_DIR_PREFIXES: tuple[str, ...] = ("onnx", "st", "timm-dir")
+
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "effnet-lite0"
 
@@ -37,14 +40,20 @@ def list_encoders() -> list[str]:
     return sorted(NAMED_ENCODERS) + [f"{p}:..." for p in sorted(PREFIXED_ENCODERS)]
 
 
+def split_name(name: str) -> tuple[str | None, str]:
+    """'st:/path' → ('st', '/path'); a plain name → (None, name). The one parser of encoder names."""
+    prefix, sep, rest = name.partition(":")
+    return (prefix, rest) if sep and prefix in PREFIXED_ENCODERS else (None, name)
+
+
 def _resolve(name: str) -> tuple[Callable[..., Encoder], tuple]:
     if not isinstance(name, str) or not name.strip():
         raise EncoderUnavailableError(f"encoder name must be a non-empty string, got {name!r}")
     if name in NAMED_ENCODERS:
         module, fn = NAMED_ENCODERS[name]
         return getattr(importlib.import_module(module), fn), ()
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in PREFIXED_ENCODERS and rest:
+    prefix, rest = split_name(name)
+    if prefix is not None and rest:
         module, fn = PREFIXED_ENCODERS[prefix]
         return getattr(importlib.import_module(module), fn), (rest,)
     raise EncoderUnavailableError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}")

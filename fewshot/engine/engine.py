@@ -5,78 +5,64 @@
     eng.predict(["where is my card?"], top_k=3)
 
 Thread-safe: mutations and predictions take one lock around index/classifier state; encoding runs outside it.
+The save format is ``persistence``; refine / calibration policies are ``lifecycle``.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from fewshot.index import storage
-from fewshot.classifiers import make_classifier
 from fewshot._core import as_float_vectors, check_vectors, softmax
-from fewshot.classifiers.base import Classifier
+from fewshot.adapt import Adaptation, AdaptMethod
+from fewshot.classifiers import CLASSIFIERS, Classifier, make_classifier
 from fewshot.encoders.base import Encoder, check_input_list
 from fewshot.encoders.registry import load_encoder
-from fewshot.errors import CorruptIndexError, FewShotError, EmptyClassError, InvalidInputError, NotFittedError
-from fewshot.index import SupportIndex
-from fewshot.openset.detector import OpenSetDetector
-from fewshot.templates import expand
+from fewshot.engine import lifecycle, persistence
+from fewshot.engine.predictions import Prediction, build_predictions, check_top_k, storable
+from fewshot.errors import CorruptIndexError, EmptyClassError, FewShotError, InvalidInputError, NotFittedError
+from fewshot.index import IndexType, SupportIndex, storage
+from fewshot.openset import OpenSetDetector, fit_temperature, loo_scores
+from fewshot.templates import prompt_vectors
 
-ENGINE_FORMAT_VERSION = 1
-#: open-set calibration after an encoder refine uses only examples the fine-tune never saw (neither trained on
-#: nor used for early stopping), if there are this many
-MIN_UNSEEN_FOR_CALIBRATION = 10
-#: share of each class (with >= 5 examples) that refine("encoder") keeps away from the fine-tune for calibration
-CALIBRATION_FRACTION = 0.2
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One input's result: ``label`` (None when rejected as unknown); ``score`` = confidence of the top label;
-    ``top_k`` = [(label, confidence), ...] best first.
-
-    The confidence of a label is P(that label is right | its score), calibrated on the support set by
-    leave-one-out (``fewshot.openset.detector``): it is comparable across inputs and ranks in-scope above out-of-scope
-    inputs. Where it cannot be calibrated (tiny support sets, learned classifiers) it is the softmax
-    probability. ``FewShotEngine.predict_proba`` always gives softmax probabilities that sum to 1."""
-
-    label: str | None
-    score: float
-    top_k: list[tuple[str, float]] = field(default_factory=list)
+__all__ = ["FewShotEngine", "Prediction"]
 
 
 class FewShotEngine:
     """Register classes from examples and/or descriptions at runtime, classify, save, reload."""
 
     def __init__(self, encoder: str | Encoder = "minilm", classifier: str = "prototype",
-                 classifier_config: dict | None = None, index_type: str = "flat", device: str | None = None,
+                 classifier_config: dict | None = None, index_type: IndexType = "flat", device: str | None = None,
                  templates: Sequence[str] | None = None, keep_examples: bool = True, calibrate: bool = True,
                  openset: dict | None = None):
-        self.encoder = load_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
+        self.encoder: Encoder = load_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
         self.index = SupportIndex(self.encoder.dim, index_type=index_type)
-        self.classifier_name = classifier
-        self.classifier_config = dict(classifier_config or {})
-        self.classifier: Classifier = make_classifier(classifier, **self.classifier_config)
+        self.classifier: Classifier = make_classifier(classifier, **dict(classifier_config or {}))
         self.templates = list(templates) if templates is not None else list(self.encoder.zero_shot_templates)
         self.keep_examples = keep_examples
         self.raw_examples: dict[str, list[Any]] = {}     # class → raw inputs (texts / image paths), for refine
-        self.calibrate = bool(calibrate)                  # temperature fitted on support (LOO), see openset.py
+        self.calibrate = bool(calibrate)                  # temperature fitted on support (LOO), see fewshot.openset
         self.openset_config: dict = dict(openset or {})   # OpenSetDetector arguments (score, keep, per_class...)
-        self.openset: Any = None                          # fitted OpenSetDetector, lazily
-        self.adaptation: Any = None                       # fitted fewshot.adapt.Adaptation, lazily
-        self.adapt_spec: tuple[np.ndarray, str, dict] | None = None   # (unlabeled (u, dim), method, options)
+        self.openset: OpenSetDetector | None = None       # fitted lazily
+        self.adaptation: Adaptation | None = None         # fitted lazily from adapt_spec
+        self.adapt_spec: tuple[np.ndarray, AdaptMethod, dict] | None = None   # (unlabeled (u, dim), method, options)
         #: texts a refine trained on or picked its epoch count with: open-set calibration skips them (optimistic)
         self.encoder_seen_texts: frozenset[str] = frozenset()
         self._lock = threading.RLock()
         self._dirty = True
 
-    # ------------------------------------------------------------------ embedding
+    @property
+    def classifier_name(self) -> str:
+        return self.classifier.name
+
+    @property
+    def classifier_config(self) -> dict:
+        return self.classifier.get_config_dict()
+
+    # ------------------------------------------------------------------ embedding and classes
     def embed(self, inputs: Sequence[Any], **kwargs: Any) -> np.ndarray:
         """Encode inputs (texts, image paths or PIL images) → (n, dim) float32, L2-normalised."""
         return self.encoder.encode(check_input_list(inputs), **kwargs)
@@ -86,11 +72,8 @@ class FewShotEngine:
         ``encoder`` (default: the engine's)."""
         if not isinstance(description, str) or not description.strip():
             raise InvalidInputError(f"description must be a non-empty string, got {description!r}")
-        vectors = (encoder or self.encoder).encode_text(expand(self.templates, description.strip()))
-        mean = vectors.mean(0)
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        return prompt_vectors((encoder or self.encoder).encode_text, self.templates, [description.strip()])[0]
 
-    # ------------------------------------------------------------------ classes
     @property
     def classes(self) -> list[str]:
         """Class names, in the column order of ``predict_proba``."""
@@ -115,7 +98,7 @@ class FewShotEngine:
                 if block is not None:
                     self.index.add_vectors(name, block)
             if has_examples and self.keep_examples:
-                self.raw_examples[name] = [_storable(x) for x in examples]
+                self.raw_examples[name] = [storable(x) for x in examples]
             self._changed()
 
     def add_examples(self, name: str, examples: Sequence[Any]) -> None:
@@ -125,7 +108,7 @@ class FewShotEngine:
         with self._lock:
             self.index.add_vectors(name, example_vectors)
             if self.keep_examples:
-                self.raw_examples.setdefault(name, []).extend(_storable(x) for x in examples)
+                self.raw_examples.setdefault(name, []).extend(storable(x) for x in examples)
             self._changed()
 
     def add_vectors(self, name: str, vectors: np.ndarray) -> None:
@@ -157,108 +140,42 @@ class FewShotEngine:
         self.openset = None
         self.adaptation = None  # refitted lazily from adapt_spec on the changed support
 
-    # ------------------------------------------------------------------ classifier
+    # ------------------------------------------------------------------ classifier, refinement, adaptation
     def set_classifier(self, classifier: str | Classifier, **config: Any) -> None:
-        """Switch the classification method (a registered name, or a fitted/unfitted Classifier)."""
+        """Switch the classification method (a registered name with its config, or a Classifier instance)."""
+        new = make_classifier(classifier, **config) if isinstance(classifier, str) else classifier
         with self._lock:
-            if isinstance(classifier, str):
-                self.classifier = make_classifier(classifier, **config)
-                self.classifier_name, self.classifier_config = classifier, dict(config)
-                self._dirty = True
-            else:
-                self.classifier = classifier
-                self.classifier_name, self.classifier_config = classifier.name, classifier.config()
-                self._dirty = True  # refit on the current (possibly adapted) support, whatever it saw before
+            self.classifier = new
+            self._dirty = True  # refit on the current (possibly adapted) support, whatever it saw before
             self.openset = None
 
-    # ------------------------------------------------------------------ refinement
     def refine(self, method: str = "auto", **options: Any) -> str:
         """Refine as labels arrive; returns the method used.
 
-        ``"auto"`` picks by the median number of examples per class (``fewshot.training.text_finetune.choose_method``): none →
-        zero-shot, fewer than 2 → fusion, fewer than 4 → linear probe, more → fine-tune the text encoder itself.
-        ``"fusion"``, ``"linear"``, ``"finetune"`` (cache keys, Tip-Adapter-F) or any registered classifier name
-        switches the classifier (learned ones train on the support set now, hyperparameters chosen by
-        cross-validation on it). ``"encoder"`` fine-tunes a sentence-transformers encoder on the kept raw
-        examples (``options`` go to ``fewshot.training.text_finetune.finetune_encoder``, except ``calibration_fraction``, see
-        ``_refine_encoder``; default: contrastive loss, early stopping on a held-out part of the support, no
-        refit), keeping a fifth of each class with >= 5 examples away from the fine-tune so that open-set
-        thresholds are calibrated on inputs new to it; re-embeds every example and description with it, and uses
-        a linear probe on top; the tuned encoder is saved with the engine."""
-        from fewshot.classifiers import CLASSIFIERS
-        from fewshot.training.text_finetune import choose_method
-
+        ``"auto"`` picks by the labels per class (``fewshot.engine.lifecycle.choose_method``). A registered
+        classifier name (``"fusion"``, ``"linear"``, ``"tip-adapter"`` …) switches to it, learned ones training on
+        the support now (hyperparameters chosen by cross-validation on it). ``"encoder"`` fine-tunes the text
+        encoder on the kept examples (``fewshot.training.encoder_refine``), re-embeds the support and puts a
+        linear probe on top; the tuned encoder is saved with the engine."""
         with self._lock:
             if self.index.n_classes == 0:
                 raise NotFittedError("add classes before refining")
-            chosen = choose_method(self.index.example_counts()) if method == "auto" else method
-            if chosen != "encoder" and chosen not in CLASSIFIERS:
-                raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', 'encoder' or one "
-                                        f"of {sorted(CLASSIFIERS)}")
-            if chosen == "encoder":
-                self._refine_encoder(**options)
-                chosen_classifier = "linear"
+            chosen = lifecycle.choose_method(self.index.example_counts()) if method == "auto" else method
+            if chosen in lifecycle.REFINERS:
+                self.set_classifier(lifecycle.REFINERS[chosen](self, **options))
+            elif chosen in CLASSIFIERS:
+                self.set_classifier(chosen, **options)
             else:
-                chosen_classifier = chosen
-            self.set_classifier(chosen_classifier, **(options if chosen != "encoder" else {}))
+                raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', one of "
+                                        f"{sorted(lifecycle.REFINERS)} or a classifier: {sorted(CLASSIFIERS)}")
             self._fitted()
             return chosen
 
-    def _refine_encoder(self, calibration_fraction: float = CALIBRATION_FRACTION, **options: Any) -> None:
-        """Fine-tune the text encoder on the raw examples, then rebuild the index in the new space.
-
-        ``calibration_fraction`` of each class with >= 5 examples (at least one) is kept away from the fine-tune
-        altogether — neither trained on nor used for early stopping — so that open-set thresholds can be
-        calibrated on inputs that are new to the encoder (when that leaves fewer than
-        ``MIN_UNSEEN_FOR_CALIBRATION``, nothing is kept away). The kept-away examples still join the index."""
-        from fewshot.training.text_finetune import calibration_holdout, finetune_encoder
-
-        if not 0.0 <= calibration_fraction <= 0.4:  # more would leave a 5-example class < 3 to train and stop on
-            raise InvalidInputError(f"calibration_fraction must be in [0, 0.4], got {calibration_fraction}")
-        classes = self.index.classes
-        texts, labels = [], []
-        for c, name in enumerate(classes):
-            for x in self.raw_examples.get(name, []):
-                if isinstance(x, str):
-                    texts.append(x)
-                    labels.append(c)
-        counts = self.index.example_counts()
-        if len(texts) < counts.sum():
-            raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
-                                    f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
-                                    "images were added)")
-        labels_arr = np.asarray(labels, np.int64)
-        # drawn among texts no earlier refine saw: a second refine keeps the first one's calibration part unseen
-        unseen_so_far = np.array([t not in self.encoder_seen_texts for t in texts], bool)
-        kept_away = calibration_holdout(labels_arr, calibration_fraction, int(options.get("seed", 0)),
-                                        MIN_UNSEEN_FOR_CALIBRATION, eligible=unseen_so_far)
-        options = {"refit": False, **options}
-        result = finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels_arr[~kept_away],
-                                  class_names=classes, base=self.encoder, **options)
-        encoder = result.encoder
-        encoder.bundle_with_engine = True
-        index = SupportIndex(encoder.dim, index_type=self.index.index_type)
-        vectors = encoder.encode_text(texts)
-        for c, name in enumerate(classes):
-            entry = self.index.entry(name)
-            prompt = None if entry.description is None else self.describe_vector(entry.description, encoder)
-            index.add_class(name, description=entry.description, prompt_vector=prompt)
-            if (labels_arr == c).any():
-                index.add_vectors(name, vectors[labels_arr == c])
-        self.encoder, self.index = encoder, index
-        # + earlier runs: a text seen by any refine of this encoder line stays seen
-        self.encoder_seen_texts = self.encoder_seen_texts | result.trained_texts | result.selection_texts
-        self.undo_adapt()
-        self._changed()
-
-    # ------------------------------------------------------------------ adaptation
-    def adapt(self, unlabeled: Sequence[Any] | np.ndarray, method: str = "recenter", **options: Any) -> None:
+    def adapt(self, unlabeled: Sequence[Any] | np.ndarray, method: AdaptMethod = "recenter",
+              **options: Any) -> None:
         """Adapt to the target distribution from unlabeled inputs (texts / images, or (u, dim) vectors).
         Methods and trade-offs: ``fewshot.adapt``. The index is untouched; ``undo_adapt()`` restores the
         predictions exactly. Adding or removing classes afterwards keeps the adaptation (refitted lazily)."""
-        from fewshot.adapt import Adaptation
-
-
         Adaptation(method, **options)  # check the arguments before any work
         vectors = check_vectors(as_float_vectors(unlabeled, "unlabeled"), self.encoder.dim, "unlabeled vectors") \
             if isinstance(unlabeled, np.ndarray) else self.embed(unlabeled)
@@ -266,7 +183,6 @@ class FewShotEngine:
             if self.index.n_classes == 0:
                 raise NotFittedError("add classes before adapting")
             self._fit_adaptation(vectors, method, options)  # fails here, before the engine changes
-            self.undo_adapt()
             self.adapt_spec = (vectors, method, dict(options))
             self._changed()
 
@@ -285,15 +201,12 @@ class FewShotEngine:
             self.adaptation = self._fit_adaptation(*self.adapt_spec)
         return self.adaptation.wrap(self.index)
 
-    def _fit_adaptation(self, vectors: np.ndarray, method: str, options: dict):
+    def _fit_adaptation(self, vectors: np.ndarray, method: AdaptMethod, options: dict) -> Adaptation:
         """Fit an Adaptation on the current index. Without a user-given temperature, soft k-means uses the
         temperature calibrated on the current support (leave-one-out), recomputed at every refit."""
-        from fewshot.adapt import Adaptation
-        from fewshot.openset.detector import fit_temperature, loo_scores
-
         options = dict(options)
         if "temperature" not in options and method.endswith("soft-kmeans") and self._uses_calibration():
-            scores, truth = loo_scores(self.index, self.classifier_name, self.classifier_config)
+            scores, truth = loo_scores(self.index, self.classifier)
             options["temperature"] = fit_temperature(scores, truth, self.classifier.logit_scale)
         return Adaptation(method, **options).fit(self.index, vectors)
 
@@ -305,7 +218,7 @@ class FewShotEngine:
                                                                self.encoder.dim, "queries"))
 
     def configure_openset(self, **config: Any) -> None:
-        """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.detector.OpenSetDetector`` arguments: score,
+        """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
         keep, target, per_class, shrinkage). Checked at once; fitted lazily on the support set."""
         OpenSetDetector(**config)
         with self._lock:
@@ -336,35 +249,29 @@ class FewShotEngine:
 
     def _uses_calibration(self) -> bool:
         """Calibrate on support for training-free methods on support sets small enough to re-score cheaply."""
-        return self.calibrate and not self.classifier.state() and len(self.index) <= 100_000
+        return self.calibrate and not self.classifier.state() and \
+            len(self.index) <= lifecycle.MAX_CALIBRATED_EXAMPLES
 
     def predict(self, inputs: Sequence[Any], top_k: int = 1, reject: bool = False) -> list[Prediction]:
         """Classify inputs. ``reject=True`` returns label None for inputs that fit no class (open set)."""
-        _check_top_k(top_k)
+        check_top_k(top_k)
         return self.predict_vectors(self.embed(inputs), top_k=top_k, reject=reject)
 
     def predict_vectors(self, queries: np.ndarray, top_k: int = 1, reject: bool = False) -> list[Prediction]:
         """Like ``predict`` for already-embedded (n, dim) queries."""
-        _check_top_k(top_k)
+        check_top_k(top_k)
         queries = as_float_vectors(queries, "queries")
         with self._lock:
             classifier = self._fitted()
             classes = self.index.classes
             queries = self._adapt_queries(queries)
             scores = classifier.scores(queries)
-            probs = self._probabilities(scores)
-            confidence, accepted = None, np.ones(len(probs), bool)
+            values, accepted = self._probabilities(scores), np.ones(len(scores), bool)
             if reject or self._uses_calibration():
                 confidence, accepted = self._openset().assess(scores, queries, reject=reject)
-                confidence = confidence if self._uses_calibration() else None
-        k = min(int(top_k), len(classes))
-        order = _top_k_columns(scores, k)
-        values = confidence if confidence is not None else probs
-        out = []
-        for row, ok in zip(range(len(probs)), accepted):
-            top = [(classes[c], float(values[row, c])) for c in order[row]]
-            out.append(Prediction(top[0][0] if ok else None, top[0][1], top))
-        return out
+                if confidence is not None and self._uses_calibration():
+                    values = confidence
+        return build_predictions(classes, scores, values, accepted, top_k)
 
     def _probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, C) scores → probabilities: calibrated temperature when available. Call with the lock held."""
@@ -372,32 +279,21 @@ class FewShotEngine:
             return self._openset().probabilities(scores)
         return softmax(scores * self.classifier.logit_scale)
 
-    def _openset(self):
+    def _openset(self) -> OpenSetDetector:
         """The fitted OpenSetDetector (LOO on the support set). Call with the lock held."""
         if self.openset is None:
             # calibrate on the adapted space but not on soft-k-means prototypes that saw the held-out examples
             self._support_view()
             view = self.adaptation.calibration_view(self.index) if self.adaptation is not None else self.index
             self.openset = OpenSetDetector(**self.openset_config).fit(
-                view, self.classifier_name, self.classifier_config,
-                default_temperature=self.classifier.logit_scale, calibrate_on=self._unseen_by_encoder())
+                view, self.classifier, default_temperature=self.classifier.logit_scale,
+                calibrate_on=self._unseen_by_encoder())
         return self.openset
 
     def _unseen_by_encoder(self) -> np.ndarray | None:
-        """(n,) bool mask over ``index.examples()``: examples the encoder refines never saw (not trained on, not
-        used for early stopping). None — calibrate on every example — when no refine saw any, when fewer than
-        ``MIN_UNSEEN_FOR_CALIBRATION`` are unseen (thresholds are then optimistic: fewer rejections), or when the
-        raw examples do not line up with the index."""
-        if not self.encoder_seen_texts:
-            return None
-        mask = []
-        for name, count in zip(self.index.classes, self.index.example_counts()):
-            raw = self.raw_examples.get(name, [])
-            if len(raw) != count:
-                return None
-            mask += [not (isinstance(x, str) and x in self.encoder_seen_texts) for x in raw]
-        mask = np.asarray(mask, bool)
-        return mask if mask.sum() >= MIN_UNSEEN_FOR_CALIBRATION else None
+        """(n,) bool mask over ``index.examples()``: examples no encoder refine saw (``lifecycle.unseen_mask``)."""
+        return lifecycle.unseen_mask(self.index.classes, self.index.example_counts(), self.raw_examples,
+                                     self.encoder_seen_texts)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, portable: bool = False, quantize: str | None = None) -> Path:
@@ -405,108 +301,52 @@ class FewShotEngine:
         encoder so the engine loads and predicts without torch (``quantize='int8'`` for a smaller, faster one)."""
         with self._lock:
             def write(snapshot: Path) -> None:
-                encoder_name = self.encoder.name
-                if portable:
-                    from fewshot.export.onnx_export import export_encoder
-                    export_encoder(self.encoder, snapshot / "encoder", quantize=quantize)
-                    encoder_name = "onnx:encoder"
-                elif getattr(self.encoder, "save_to", None) is not None and \
-                        getattr(self.encoder, "bundle_with_engine", True):
-                    encoder_name = self.encoder.save_to(snapshot / "encoder")  # e.g. a fine-tuned encoder
+                encoder_name = persistence.write_encoder(self.encoder, snapshot, portable, quantize)
                 (snapshot / "index").mkdir()
                 self.index.save(snapshot / "index")
                 state = self._fitted().state() if self.index.n_classes else {}
-                with open(snapshot / "classifier.npz", "wb") as f:
-                    np.savez(f, **state)
-                adaptation = None
-                if self.adapt_spec is not None:
-                    vectors, method, options = self.adapt_spec
-                    with open(snapshot / "adaptation.npz", "wb") as f:
-                        np.savez(f, unlabeled=vectors)
-                    adaptation = {"method": method, "options": options}
-                meta = {"format_version": ENGINE_FORMAT_VERSION, "encoder": encoder_name,
-                        "encoder_dim": self.encoder.dim, "classifier": self.classifier_name,
-                        "classifier_config": self.classifier_config, "templates": self.templates,
-                        "keep_examples": self.keep_examples, "raw_examples": self.raw_examples,
-                        "calibrate": self.calibrate,
-                        # resolved, so that a later change of defaults does not change a saved engine
-                        "openset": OpenSetDetector(**self.openset_config).config(),
-                        "adaptation": adaptation,
-                        "encoder_seen_texts": sorted(self.encoder_seen_texts),
-                        "encoder_trained_texts": sorted(self.encoder_seen_texts)}  # the key older fewshot reads
-                (snapshot / "engine.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+                spec = self.adapt_spec
+                persistence.write_arrays(snapshot, state, spec[0] if spec is not None else None)
+                manifest = persistence.EngineManifest(
+                    encoder=encoder_name, encoder_dim=self.encoder.dim, classifier=self.classifier_name,
+                    classifier_config=self.classifier_config, templates=self.templates,
+                    keep_examples=self.keep_examples, raw_examples=self.raw_examples, calibrate=self.calibrate,
+                    # resolved, so that a later change of defaults does not change a saved engine
+                    openset=OpenSetDetector(**self.openset_config).config(),
+                    adaptation={"method": spec[1], "options": spec[2]} if spec is not None else None,
+                    encoder_seen_texts=sorted(self.encoder_seen_texts))
+                (snapshot / "engine.json").write_text(manifest.to_json(), encoding="utf-8")
 
-            return storage.atomic_save(directory, "fewshot-engine", write)
+            return storage.atomic_save(directory, persistence.SNAPSHOT_KIND, write)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | None = None,
              encoder: str | Encoder | None = None) -> "FewShotEngine":
         """Load a saved engine (checksums verified, no pickle). ``encoder`` overrides the saved encoder name."""
-        snapshot = storage.open_snapshot(directory, "fewshot-engine")
-        meta = storage.read_json_object(snapshot / "engine.json", ENGINE_FORMAT_VERSION)
-        if not isinstance(meta.get("encoder"), str) or \
-                not isinstance(meta.get("classifier"), str) or not isinstance(meta.get("classifier_config"), dict) \
-                or not isinstance(meta.get("templates"), list) or not isinstance(meta.get("encoder_dim"), int):
-            raise CorruptIndexError(f"{snapshot / 'engine.json'} lacks required fields or has wrong types")
-        name = meta["encoder"]
-        for prefix in ("onnx:", "st:", "timm-dir:"):
-            if name.startswith(prefix) and not os.path.isabs(name[len(prefix):]) and \
-                    (snapshot / name[len(prefix):]).exists():
-                name = prefix + str(snapshot / name[len(prefix):])
-        enc = encoder if encoder is not None else name
+        snapshot, meta = persistence.read_manifest(directory)
+        name, bundled = persistence.resolve_encoder_name(meta.encoder, snapshot)
         try:
-            engine = cls(enc, classifier=meta["classifier"], classifier_config=meta["classifier_config"],
-                         device=device, templates=meta["templates"], keep_examples=meta.get("keep_examples", True),
-                         calibrate=meta.get("calibrate", True),
-                         # saves from before the "class-relative" default rejected by the plain top score
-                         openset={"score": "max-score", **(meta.get("openset") or {})})
+            engine = cls(encoder if encoder is not None else name, classifier=meta.classifier,
+                         classifier_config=meta.classifier_config, device=device, templates=meta.templates,
+                         keep_examples=meta.keep_examples, calibrate=meta.calibrate, openset=meta.openset)
         except FewShotError:
             raise
         except (TypeError, ValueError) as exc:  # e.g. an unknown classifier or bad config in engine.json
             raise CorruptIndexError(f"{snapshot / 'engine.json'} describes an engine this fewshot cannot "
                                     f"build: {exc}") from None
-        if engine.encoder.dim != meta["encoder_dim"]:
+        if engine.encoder.dim != meta.encoder_dim:
             raise CorruptIndexError(f"encoder {engine.encoder.name!r} has dimension {engine.encoder.dim}, the "
-                                    f"saved engine expects {meta['encoder_dim']}")
+                                    f"saved engine expects {meta.encoder_dim}")
+        if bundled and encoder is None:
+            engine.encoder.bundle_with_engine = True  # a re-save copies it into the new snapshot
         engine.index = SupportIndex.load(snapshot / "index")
-        try:
-            engine.raw_examples = {k: list(v) for k, v in meta.get("raw_examples", {}).items()}
-            if encoder is None or engine.encoder.name == meta["encoder"]:  # another encoder never saw these texts
-                seen = meta.get("encoder_seen_texts", meta.get("encoder_trained_texts", []))  # older saves
-                engine.encoder_seen_texts = frozenset(str(t) for t in seen)
-            with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
-                state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
-            if meta.get("adaptation"):
-                with np.load(snapshot / "adaptation.npz", allow_pickle=False) as arrays:
-                    engine.adapt_spec = (check_vectors(arrays["unlabeled"], engine.encoder.dim, "unlabeled"),
-                                         str(meta["adaptation"]["method"]), dict(meta["adaptation"]["options"]))
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise CorruptIndexError(f"cannot read the saved classifier state in {snapshot}: {exc}") from None
+        engine.raw_examples = meta.raw_examples
+        if encoder is None or engine.encoder.name == meta.encoder:  # another encoder never saw these texts
+            engine.encoder_seen_texts = frozenset(meta.encoder_seen_texts)
+        state, unlabeled = persistence.read_arrays(snapshot, meta, engine.encoder.dim)
+        if unlabeled is not None and meta.adaptation is not None:
+            engine.adapt_spec = (unlabeled, meta.adaptation["method"], meta.adaptation["options"])
         if engine.index.n_classes:
             engine.classifier.restore(engine._support_view(), state)
             engine._dirty = False
         return engine
-
-
-def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
-    """(n, C) → (n, k) column indices of the k best scores, best first (ties: lower column first). A partial
-    sort: a full argsort of (256, 10,000) scores cost ~4 ms per query, over the 1 ms target at 10k classes."""
-    if k >= scores.shape[1] or scores.shape[1] <= 64:
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    cols = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
-    best = np.argsort(-np.take_along_axis(scores, cols, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(cols, best, axis=1)
-
-
-def _check_top_k(top_k: Any) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
-
-
-def _storable(x: Any) -> Any:
-    """What of a raw example can be kept in JSON: texts and paths; in-memory images are not kept."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    return None

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, Literal, get_args
 
 import numpy as np
 
@@ -24,7 +24,8 @@ from fewshot.datasets import LabelledData, load_dataset, split_spec
 from fewshot.errors import InvalidInputError
 from fewshot.openset.detector import DEFAULT_OOD_SCORE
 
-MODES = ("episodic", "all", "zero-shot", "openset")
+BenchMode = Literal["episodic", "all", "zero-shot", "openset"]
+MODES: tuple[str, ...] = get_args(BenchMode)
 DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
 RESULT_KEYS = ("mode", "method", "way", "shot", "episodes", "accuracy", "ci95", "seconds")
 
@@ -69,16 +70,14 @@ def class_prompt_vectors(encoder: Any, classes: Sequence[str], descriptions: dic
     description (or its humanised name). None when the encoder does not embed text. ``use_cache=False`` for
     throw-away encoders (a fine-tuned one per repeat)."""
     from fewshot.encoders.cache import cached_encode
-    from fewshot.templates import expand, humanise_label
+    from fewshot.templates import humanise_label, prompt_vectors
 
     if "text" not in getattr(encoder, "modalities", ()):
         return None
     descriptions = descriptions or {}
-    templates = list(encoder.zero_shot_templates)
-    prompts = [p for c in classes for p in expand(templates, descriptions.get(c) or humanise_label(c))]
-    vecs = cached_encode(encoder, prompts, cache_dir=cache_dir) if use_cache else encoder.encode(prompts)
-    vecs = vecs.reshape(len(classes), len(templates), -1).mean(1)
-    return (vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    encode = (lambda texts: cached_encode(encoder, texts, cache_dir=cache_dir)) if use_cache else encoder.encode
+    return prompt_vectors(encode, encoder.zero_shot_templates,
+                          [descriptions.get(c) or humanise_label(c) for c in classes])
 
 
 def prepare(train: str | LabelledData, test: str | LabelledData, encoder: str | None = None, *,

@@ -25,13 +25,14 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fewshot._core import __version__, sha256_file
 from fewshot.encoders.onnx import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
-QUANTIZE_CHOICES = ("int8",)
+Quantize = Literal["int8"]
+QUANTIZE_CHOICES: tuple[str, ...] = get_args(Quantize)
 DEFAULT_OPSET = 17
 
 

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Literal, get_args
+
 import faiss
 import numpy as np
 
@@ -42,7 +44,8 @@ from fewshot._core import as_float_vectors, check_vectors
 from fewshot.errors import CorruptIndexError, DuplicateClassError, InvalidInputError, UnknownClassError
 
 INDEX_FORMAT_VERSION = 1
-INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+IndexType = Literal["flat", "hnsw", "ivfpq"]
+INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 
 
 @dataclass
@@ -59,7 +62,7 @@ class ClassEntry:
 class SupportIndex:
     """Labelled support vectors of dimension ``dim`` in FAISS, with a class table."""
 
-    def __init__(self, dim: int, index_type: str = "flat", hnsw_m: int = 32, *, hnsw_ef_construction: int = 80,
+    def __init__(self, dim: int, index_type: IndexType = "flat", hnsw_m: int = 32, *, hnsw_ef_construction: int = 80,
                  hnsw_ef_search: int = 128, ivf_nlist: int | None = None,
                  pq_m: int | None = None, pq_nbits: int = 8, nprobe: int = 32, train_size: int = 20_000):
         if int(dim) <= 0:

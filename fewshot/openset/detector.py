@@ -34,19 +34,22 @@ inputs and lets more out-of-scope ones through; thresholds move monotonically wi
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from fewshot._core import softmax
-from fewshot.classifiers.base import ArraySupport, Support
+from fewshot.classifiers import make_classifier
+from fewshot.classifiers.base import ArraySupport, Classifier, Support
 from fewshot.errors import InvalidInputError
 from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows
 
-OOD_SCORES = ("max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis")
+OODScore = Literal["max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis"]
+OOD_SCORES: tuple[str, ...] = get_args(OODScore)
 NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis")   # scores computed from the query vectors too
-DEFAULT_OOD_SCORE = "class-relative+mahalanobis"
-TARGETS = ("coverage", "accuracy", "drop")
+DEFAULT_OOD_SCORE: OODScore = "class-relative+mahalanobis"
+RejectTarget = Literal["coverage", "accuracy", "drop"]
+TARGETS: tuple[str, ...] = get_args(RejectTarget)
 
 
 def loo_folds(support: Support, max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
@@ -88,21 +91,28 @@ def loo_folds(support: Support, max_examples: int = 2000, n_blocks: int = 10, se
     return folds
 
 
-def loo_scores(support: Support, classifier_name: str, classifier_config: dict | None = None,
+def loo_scores(support: Support, classifier: Classifier | str, classifier_config: dict | None = None,
                max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
                only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-block-out scores of support examples: ((m, C) scores, (m,) true class indices).
 
-    Each block of ``loo_folds`` is scored by the classifier fitted on the other examples."""
+    Each block of ``loo_folds`` is scored by a clone of ``classifier`` (an instance, or a registered name built
+    with ``classifier_config``) fitted on the other examples."""
     folds = loo_folds(support, max_examples, n_blocks, seed, only)
-    scores, truth, _ = _scores_on_folds(support, classifier_name, classifier_config, folds)
+    scores, truth, _ = _scores_on_folds(support, classifier, classifier_config, folds)
     return scores, truth
 
 
-def _scores_on_folds(support: Support, classifier_name: str, classifier_config: dict | None,
+def _unfitted(classifier: Classifier | str, config: dict | None) -> Classifier:
+    """A fresh classifier for one fold: a clone of a live one, or a registered name built from ``config``."""
+    if isinstance(classifier, Classifier):
+        return classifier.clone()
+    return make_classifier(classifier, **(config or {}))
+
+
+def _scores_on_folds(support: Support, classifier: Classifier | str, classifier_config: dict | None,
                      folds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """((m, C) held-out scores, (m,) true classes, (m,) example indices) over ``folds``."""
-    from fewshot.classifiers import make_classifier
 
     if not folds:
         return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -111,7 +121,7 @@ def _scores_on_folds(support: Support, classifier_name: str, classifier_config: 
     scores = []
     for block, rest in folds:
         fold = ArraySupport(vectors[rest], labels[rest], support.n_classes, class_vectors, mask)
-        scores.append(make_classifier(classifier_name, **(classifier_config or {})).fit(fold).scores(vectors[block]))
+        scores.append(_unfitted(classifier, classifier_config).fit(fold).scores(vectors[block]))
     index = np.concatenate([block for block, _ in folds])
     return np.concatenate(scores), labels[index], index
 
@@ -134,7 +144,7 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.
 class OpenSetDetector:
     """Calibrated probabilities and an accept / reject decision, fitted on support data only."""
 
-    def __init__(self, score: str = DEFAULT_OOD_SCORE, keep: float = 0.95, target: str = "coverage",
+    def __init__(self, score: OODScore = DEFAULT_OOD_SCORE, keep: float = 0.95, target: RejectTarget = "coverage",
                  per_class: bool = False, shrinkage: float = 10.0, max_loo_examples: int = 2000, seed: int = 0):
         if score not in OOD_SCORES:
             raise InvalidInputError(f"score must be one of {OOD_SCORES}, got {score!r}")
@@ -160,14 +170,14 @@ class OpenSetDetector:
         return {"score": self.score, "keep": self.keep, "target": self.target, "per_class": self.per_class,
                 "shrinkage": self.shrinkage, "max_loo_examples": self.max_loo_examples, "seed": self.seed}
 
-    def fit(self, support: Support, classifier_name: str = "prototype",
+    def fit(self, support: Support, classifier: Classifier | str = "prototype",
             classifier_config: dict | None = None, default_temperature: float = 20.0,
             calibrate_on: np.ndarray | None = None) -> "OpenSetDetector":
         """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few).
         ``calibrate_on``: (n,) bool mask over ``support.examples()``, the examples to score (default all)."""
         self.support = support
         folds = loo_folds(support, self.max_loo_examples, seed=self.seed, only=calibrate_on)
-        scores, truth, index = _scores_on_folds(support, classifier_name, classifier_config, folds)
+        scores, truth, index = _scores_on_folds(support, classifier, classifier_config, folds)
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         self.mahalanobis_, self.scales_, self.typical_mahalanobis_ = None, (1.0, 1.0), 0.0

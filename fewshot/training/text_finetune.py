@@ -2,7 +2,6 @@
 
 Two entry points for ``FewShotEngine.refine``:
 
-* ``choose_method(example_counts) -> str`` — the ``method="auto"`` rule (documented below);
 * ``finetune_encoder(texts, labels, ...) -> EncoderRefineResult`` — light supervised fine-tune of a
   sentence-transformers encoder on the support set, returning a new encoder saved in a directory
   (reloadable as ``st:<dir>``).
@@ -44,45 +43,14 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, Literal, get_args
 
 import numpy as np
 
 from fewshot._core import torch_threads
 from fewshot.errors import InvalidInputError
 
-#: ``choose_method`` thresholds on the median number of labelled examples per class
-AUTO_RULE = (
-    "0 labels in every class → 'zero-shot'; median labels per class < 2 → 'fusion' (training-free prior + "
-    "cache, safest with one example); median < 4 → 'linear' (logistic regression on frozen embeddings, "
-    "regularised toward the prior); otherwise → 'encoder' (fine-tune the encoder, then a linear probe on the "
-    "new embeddings)"
-)
-
-
-def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
-    """The ``refine(method="auto")`` rule, from the (C,) number of labelled examples per class.
-
-    Returns one of ``'zero-shot'``, ``'fusion'``, ``'linear'``, ``'encoder'``::
-
-        all counts 0            → 'zero-shot'
-        median count < 2        → 'fusion'     (1 shot: the text prior carries as much as the example)
-        median count < 4        → 'linear'     (2–3 shots: a regularised probe beats any training-free rule)
-        otherwise               → 'encoder'    (≥ 4 shots: enough pairs to fine-tune the encoder safely)
-    """
-    counts = np.asarray(example_counts, dtype=np.int64).ravel()
-    if counts.size == 0:
-        raise InvalidInputError("example_counts is empty: add at least one class before refining")
-    if (counts < 0).any():
-        raise InvalidInputError(f"example_counts must be >= 0, got min {counts.min()}")
-    if counts.sum() == 0:
-        return "zero-shot"
-    med = float(np.median(counts))
-    if med < 2:
-        return "fusion"
-    if med < 4:
-        return "linear"
-    return "encoder"
+FinetuneLoss = Literal["contrastive", "cross-entropy"]
 
 
 @dataclass
@@ -180,7 +148,7 @@ def _param_groups(model, lr: float, layer_decay: float, train_layers: int | None
 
 def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
                      class_names: Sequence[str] | None = None, base="minilm", *,
-                     output_dir: str | os.PathLike | None = None, loss: str = "contrastive",
+                     output_dir: str | os.PathLike | None = None, loss: FinetuneLoss = "contrastive",
                      lr: float | None = None, layer_decay: float | None = None,
                      train_layers: int | None = None, batch_size: int = 32, scale: float = 20.0,
                      temperature: float = 0.1, classes_per_batch: int = 16,
@@ -217,7 +185,7 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
 
     from fewshot.encoders.sentence import SentenceTransformerEncoder
 
-    if loss not in ("contrastive", "cross-entropy"):
+    if loss not in get_args(FinetuneLoss):
         raise InvalidInputError(f"loss must be 'contrastive' or 'cross-entropy', got {loss!r}")
     if not temperature > 0 or int(classes_per_batch) < 2:
         raise InvalidInputError(f"need temperature > 0 and classes_per_batch >= 2, got {temperature}, "

@@ -1,0 +1,85 @@
+"""Policies of the engine's lifecycle, apart from the facade: which refinement ``refine("auto")`` picks, how
+refinements that train weights plug in, when support-set calibration runs, and which examples an encoder
+fine-tune never saw (open-set calibration uses only those)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from fewshot.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    pass
+
+#: open-set calibration after an encoder refine uses only examples the fine-tune never saw (neither trained on
+#: nor used for early stopping), if there are this many
+MIN_UNSEEN_FOR_CALIBRATION = 10
+#: share of each class (with >= 5 examples) that refine("encoder") keeps away from the fine-tune for calibration
+CALIBRATION_FRACTION = 0.2
+#: support sets up to this many examples are calibrated by leave-one-out (training-free classifiers only)
+MAX_CALIBRATED_EXAMPLES = 100_000
+
+#: ``choose_method`` thresholds on the median number of labelled examples per class
+AUTO_RULE = (
+    "0 labels in every class → 'zero-shot'; median labels per class < 2 → 'fusion' (training-free prior + "
+    "cache, safest with one example); median < 4 → 'linear' (logistic regression on frozen embeddings, "
+    "regularised toward the prior); otherwise → 'encoder' (fine-tune the encoder, then a linear probe on the "
+    "new embeddings)"
+)
+
+
+def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
+    """The ``refine(method="auto")`` rule, from the (C,) number of labelled examples per class.
+
+    Returns one of ``'zero-shot'``, ``'fusion'``, ``'linear'``, ``'encoder'``::
+
+        all counts 0            → 'zero-shot'
+        median count < 2        → 'fusion'     (1 shot: the text prior carries as much as the example)
+        median count < 4        → 'linear'     (2–3 shots: a regularised probe beats any training-free rule)
+        otherwise               → 'encoder'    (≥ 4 shots: enough pairs to fine-tune the encoder safely)
+    """
+    counts = np.asarray(example_counts, dtype=np.int64).ravel()
+    if counts.size == 0:
+        raise InvalidInputError("example_counts is empty: add at least one class before refining")
+    if (counts < 0).any():
+        raise InvalidInputError(f"example_counts must be >= 0, got min {counts.min()}")
+    if counts.sum() == 0:
+        return "zero-shot"
+    med = float(np.median(counts))
+    if med < 2:
+        return "fusion"
+    if med < 4:
+        return "linear"
+    return "encoder"
+
+
+#: a refinement that trains weights: ``fn(engine, **options)`` changes the engine's encoder / index (called with
+#: the engine lock held) and returns the classifier name to use on top
+Refiner = Callable[..., str]
+#: name → refiner. ``fewshot.training.encoder_refine`` registers ``"encoder"`` (``import fewshot`` loads it): the
+#: run-time path never imports the training code, the training code plugs itself in.
+REFINERS: dict[str, Refiner] = {}
+
+
+def register_refiner(name: str, refiner: Refiner) -> None:
+    """Make ``engine.refine(name)`` call ``refiner(engine, **options)``."""
+    REFINERS[name] = refiner
+
+
+def unseen_mask(classes: Sequence[str], counts: np.ndarray, raw_examples: dict[str, list[Any]],
+                seen_texts: frozenset[str]) -> np.ndarray | None:
+    """(n,) bool mask over the index's examples (class order): those no encoder refine saw (not trained on, not
+    used for early stopping). None — calibrate on every example — when no refine saw any, when fewer than
+    ``MIN_UNSEEN_FOR_CALIBRATION`` are unseen (thresholds are then optimistic: fewer rejections), or when the
+    raw examples do not line up with the index."""
+    if not seen_texts:
+        return None
+    mask: list[bool] = []
+    for name, count in zip(classes, counts):
+        raw = raw_examples.get(name, [])
+        if len(raw) != count:
+            return None
+        mask += [not (isinstance(x, str) and x in seen_texts) for x in raw]
+    out = np.asarray(mask, bool)
+    return out if out.sum() >= MIN_UNSEEN_FOR_CALIBRATION else None

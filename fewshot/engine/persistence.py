@@ -1,0 +1,129 @@
+"""The engine's save format, in one place: what ``save`` writes into a snapshot and how ``load`` reads it back,
+including every older layout this release still reads.
+
+Snapshot layout (inside the crash-safe ``fewshot.index.storage`` snapshot, every file checksummed)::
+
+    engine.json        EngineManifest (below)
+    index/             SupportIndex.save
+    classifier.npz     the classifier's learned arrays (allow_pickle=False)
+    adaptation.npz     the unlabeled vectors of an adaptation (when there is one)
+    encoder/           the encoder, when it belongs to the engine (fine-tuned, adapted, or an ONNX export)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot._core import check_vectors
+from fewshot.encoders.registry import LOCAL_DIR_PREFIXES, split_name
+from fewshot.errors import CorruptIndexError
+from fewshot.index import storage
+
+ENGINE_FORMAT_VERSION = 1
+SNAPSHOT_KIND = "fewshot-engine"
+#: the open-set config of saves from before it was recorded: they rejected by the plain top score
+LEGACY_OPENSET = {"score": "max-score"}
+
+
+@dataclass
+class EngineManifest:
+    """``engine.json``. ``encoder`` is a registry name; a local-directory name (``st:``, ``onnx:``,
+    ``timm-dir:``) relative to the snapshot means the encoder is stored in it."""
+
+    encoder: str
+    encoder_dim: int
+    classifier: str
+    classifier_config: dict
+    templates: list
+    keep_examples: bool = True
+    raw_examples: dict = field(default_factory=dict)
+    calibrate: bool = True
+    openset: dict = field(default_factory=lambda: dict(LEGACY_OPENSET))
+    adaptation: dict | None = None                     # {"method", "options"}; vectors in adaptation.npz
+    encoder_seen_texts: list = field(default_factory=list)
+    format_version: int = ENGINE_FORMAT_VERSION
+
+    def to_json(self) -> str:
+        meta = asdict(self)
+        meta["encoder_trained_texts"] = meta["encoder_seen_texts"]  # the key fewshot <= 0.1 reads
+        return json.dumps(meta, ensure_ascii=False)
+
+    @classmethod
+    def from_json_object(cls, meta: dict, where: Path) -> "EngineManifest":
+        """Validate types and fill what older saves lack; CorruptIndexError for anything else."""
+        required = {"encoder": str, "classifier": str, "classifier_config": dict, "templates": list,
+                    "encoder_dim": int}
+        if any(not isinstance(meta.get(k), t) or isinstance(meta.get(k), bool) for k, t in required.items()):
+            raise CorruptIndexError(f"{where} lacks required fields or has wrong types")
+        try:
+            return cls(encoder=meta["encoder"], encoder_dim=meta["encoder_dim"], classifier=meta["classifier"],
+                       classifier_config=meta["classifier_config"], templates=meta["templates"],
+                       keep_examples=bool(meta.get("keep_examples", True)),
+                       raw_examples={str(k): list(v) for k, v in (meta.get("raw_examples") or {}).items()},
+                       calibrate=bool(meta.get("calibrate", True)),
+                       openset={**LEGACY_OPENSET, **(meta.get("openset") or {})},
+                       adaptation=_adaptation(meta.get("adaptation")),
+                       encoder_seen_texts=[str(t) for t in meta.get("encoder_seen_texts",
+                                                                    meta.get("encoder_trained_texts", []))])
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise CorruptIndexError(f"{where} has malformed fields: {exc}") from None
+
+
+def _adaptation(value: Any) -> dict | None:
+    if not value:
+        return None
+    return {"method": str(value["method"]), "options": dict(value["options"])}
+
+
+def resolve_encoder_name(name: str, snapshot: Path) -> tuple[str, bool]:
+    """A saved encoder name → (loadable name, whether the encoder lives inside the snapshot). Local-directory
+    names relative to the snapshot are made absolute."""
+    prefix, rest = split_name(name)
+    if prefix in LOCAL_DIR_PREFIXES and rest and not os.path.isabs(rest) and (snapshot / rest).exists():
+        return f"{prefix}:{snapshot / rest}", True
+    return name, False
+
+
+def write_encoder(encoder: Any, snapshot: Path, portable: bool, quantize: str | None) -> str:
+    """Store the encoder in the snapshot when it belongs to the engine; returns the name to record."""
+    if portable:
+        from fewshot.export import export_encoder
+        export_encoder(encoder, snapshot / "encoder", quantize=quantize)
+        return "onnx:encoder"
+    if getattr(encoder, "save_to", None) is not None and getattr(encoder, "bundle_with_engine", True):
+        return encoder.save_to(snapshot / "encoder")  # a fine-tuned / adapted / loaded-from-a-save encoder
+    return encoder.name
+
+
+def write_arrays(snapshot: Path, classifier_state: dict, adaptation_vectors: np.ndarray | None) -> None:
+    with open(snapshot / "classifier.npz", "wb") as f:
+        np.savez(f, **classifier_state)
+    if adaptation_vectors is not None:
+        with open(snapshot / "adaptation.npz", "wb") as f:
+            np.savez(f, unlabeled=adaptation_vectors)
+
+
+def read_manifest(directory: str | os.PathLike) -> tuple[Path, EngineManifest]:
+    """Open the live snapshot (checksums verified) and parse its manifest."""
+    snapshot = storage.open_snapshot(directory, SNAPSHOT_KIND)
+    meta = storage.read_json_object(snapshot / "engine.json", ENGINE_FORMAT_VERSION)
+    return snapshot, EngineManifest.from_json_object(meta, snapshot / "engine.json")
+
+
+def read_arrays(snapshot: Path, manifest: EngineManifest, dim: int) -> tuple[dict, np.ndarray | None]:
+    """(classifier state arrays, (u, dim) adaptation vectors or None); never unpickles."""
+    try:
+        with np.load(snapshot / "classifier.npz", allow_pickle=False) as arrays:
+            state = {k: arrays[k] for k in arrays.files}  # object (pickled) arrays raise ValueError here
+        vectors = None
+        if manifest.adaptation:
+            with np.load(snapshot / "adaptation.npz", allow_pickle=False) as arrays:
+                vectors = check_vectors(arrays["unlabeled"], dim, "unlabeled")
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise CorruptIndexError(f"cannot read the saved classifier state in {snapshot}: {exc}") from None
+    return state, vectors

@@ -1,0 +1,70 @@
+"""``FewShotEngine.refine("encoder")``: fine-tune the engine's text encoder on its kept examples, then rebuild the
+index in the new space. Registered with the engine on import (``fewshot.engine.lifecycle.REFINERS``), so the
+run-time path never imports this training code."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fewshot.engine import lifecycle
+from fewshot.errors import InvalidInputError
+from fewshot.index import SupportIndex
+from fewshot.training import text_finetune
+
+if TYPE_CHECKING:
+    from fewshot.engine import FewShotEngine
+
+
+def refine_encoder(engine: FewShotEngine, calibration_fraction: float | None = None, **options: Any) -> str:
+    """Fine-tune ``engine.encoder`` on the raw text examples (``options`` go to
+    ``fewshot.training.text_finetune.finetune_encoder``; default: contrastive loss, early stopping on a held-out
+    part of the support, no refit), re-embed every example and description with it, and return ``"linear"``
+    (the classifier to put on top). Called with the engine lock held.
+
+    ``calibration_fraction`` (default ``lifecycle.CALIBRATION_FRACTION``) of each class with >= 5 examples (at
+    least one) is kept away from the fine-tune altogether — neither trained on nor used for early stopping — so
+    that open-set thresholds can be calibrated on inputs that are new to the encoder (when that leaves fewer than
+    ``lifecycle.MIN_UNSEEN_FOR_CALIBRATION``, nothing is kept away). The kept-away examples still join the index."""
+    fraction = lifecycle.CALIBRATION_FRACTION if calibration_fraction is None else calibration_fraction
+    if not 0.0 <= fraction <= 0.4:  # more would leave a 5-example class < 3 to train and stop on
+        raise InvalidInputError(f"calibration_fraction must be in [0, 0.4], got {fraction}")
+    classes = engine.index.classes
+    texts, labels = [], []
+    for c, name in enumerate(classes):
+        for x in engine.raw_examples.get(name, []):
+            if isinstance(x, str):
+                texts.append(x)
+                labels.append(c)
+    counts = engine.index.example_counts()
+    if len(texts) < counts.sum():
+        raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
+                                f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
+                                "images were added)")
+    labels_arr = np.asarray(labels, np.int64)
+    # drawn among texts no earlier refine saw: a second refine keeps the first one's calibration part unseen
+    unseen_so_far = np.array([t not in engine.encoder_seen_texts for t in texts], bool)
+    kept_away = text_finetune.calibration_holdout(labels_arr, fraction, int(options.get("seed", 0)),
+                                                  lifecycle.MIN_UNSEEN_FOR_CALIBRATION, eligible=unseen_so_far)
+    options = {"refit": False, **options}
+    result = text_finetune.finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels_arr[~kept_away],
+                                            class_names=classes, base=engine.encoder, **options)
+    encoder = result.encoder
+    encoder.bundle_with_engine = True
+    index = SupportIndex(encoder.dim, index_type=engine.index.index_type)
+    vectors = encoder.encode_text(texts)
+    for c, name in enumerate(classes):
+        entry = engine.index.entry(name)
+        prompt = None if entry.description is None else engine.describe_vector(entry.description, encoder)
+        index.add_class(name, description=entry.description, prompt_vector=prompt)
+        if (labels_arr == c).any():
+            index.add_vectors(name, vectors[labels_arr == c])
+    engine.encoder, engine.index = encoder, index
+    # + earlier runs: a text seen by any refine of this encoder line stays seen
+    engine.encoder_seen_texts = engine.encoder_seen_texts | result.trained_texts | result.selection_texts
+    engine.undo_adapt()
+    engine._changed()
+    return "linear"
+
+
+lifecycle.register_refiner("encoder", refine_encoder)
