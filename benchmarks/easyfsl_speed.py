@@ -50,7 +50,7 @@ def peak_rss_mib() -> float:
 
 def ours_only(npz: str, episodes: int, method: str, seed: int, runs: int) -> dict:
     """Subprocess body: load embeddings, time our evaluator ``runs`` times, report accuracies and peak RSS."""
-    from fewshot.evaluation.episodes import run_episodic   # numpy only: torch is not imported in this process
+    from fewshot.evaluation.episodes import run_episodic  # numpy only: torch is not imported in this process
 
     z = np.load(npz)
     rss_before = peak_rss_mib()

@@ -12,7 +12,7 @@ class; the same seeded episodes for every encoder evaluated on the same classes)
 - the 20 official one-shot runs (all_runs.zip, Lake et al. 2015): 20-way 1-shot within one alphabet, each test
   item classified by its nearest training image (cosine); error rate = wrong / 20, averaged over runs.
 
-Adaptation: ``--encoder-dir DIR`` evaluates an encoder saved by ``fewshot adapt --out DIR`` (its wall time and
+Adaptation: ``--encoder-dir DIR`` evaluates an encoder saved by ``fewshot transfer --out DIR`` (its wall time and
 settings are read from DIR/encoder.json); without it, the script adapts on images_background.npz with
 fewshot.training.image_transfer's defaults and saves to ``--save-dir``.
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot.evaluation.bench import encode_cached
 from fewshot.datasets import load_omniglot
+from fewshot.evaluation.bench import encode_cached
 from fewshot.evaluation.episodes import run_episodic
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "omniglot"
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fewshot.encoders.timm_image import TimmImageEncoder, load_effnet_lite0, load_timm_dir
     from fewshot._core import default_threads
     from fewshot.cli import main as cli_main
+    from fewshot.encoders.timm_image import TimmImageEncoder, load_effnet_lite0, load_timm_dir
 
     torch.set_num_threads(args.threads or default_threads())
     if args.encoder_dir is None:
@@ -189,7 +189,7 @@ def markdown(p: dict) -> str:
     for h in a["history"]:
         lines.append(f"| {h['epoch']} | {h['seconds']} | {h.get('loss', '')} | {h.get('val_5w1s', '')} | "
                      f"{h.get('val_20w1s', '')} |")
-    lines += ["", "Reproduce: `fewshot adapt --source images_background.npz --out DIR` (or "
+    lines += ["", "Reproduce: `fewshot transfer --source images_background.npz --out DIR` (or "
               "`python -m fewshot.training.image_transfer ...`), then `python benchmarks/omniglot_adapt.py --encoder-dir DIR`.", ""]
     return "\n".join(lines)
 

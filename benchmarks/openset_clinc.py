@@ -1,6 +1,6 @@
 """Open-set benchmark: CLINC150 in-scope test vs its 1,000 out-of-scope test queries, MiniLM, K-shot support.
 
-Thresholds and temperatures come from the support set only (leave-one-out, see fewshot/openset.py); the test split
+Thresholds and temperatures come from the support set only (leave-one-out, see fewshot/openset/detector.py); the test split
 is used for measuring, never for choosing. Writes benchmarks/results/openset_clinc.{json,md}.
 
     python benchmarks/openset_clinc.py [--shots 10] [--repeats 5]

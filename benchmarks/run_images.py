@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from fewshot.evaluation.bench import BenchData, encode_cached, run_mode
-from fewshot.evaluation.reports import write_reports
 from fewshot.datasets import load_dataset
 from fewshot.encoders import load_encoder
+from fewshot.evaluation.bench import BenchData, encode_cached, run_mode
+from fewshot.evaluation.reports import write_reports
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "omniglot"
 CHUNK = 1024

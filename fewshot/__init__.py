@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from fewshot._core import __version__
-
 from fewshot.encoders import Encoder, list_encoders, load_encoder
 from fewshot.engine.engine import FewShotEngine, Prediction
 from fewshot.errors import FewShotError

@@ -9,7 +9,8 @@ import contextlib
 import hashlib
 import math
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

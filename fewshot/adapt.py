@@ -66,7 +66,7 @@ class Adaptation:
         self.prototypes_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, support: Support, unlabeled: np.ndarray) -> "Adaptation":
+    def fit(self, support: Support, unlabeled: np.ndarray) -> Adaptation:
         """Fit on the support view and (u, d) unlabeled target embeddings (u ≥ 2)."""
         unlabeled = check_vectors(unlabeled, support.dim, "unlabeled vectors")
         if len(unlabeled) < 2:
@@ -199,7 +199,7 @@ def _mmd2(x, y, bandwidths: list[float]):
     """Biased squared MMD between (n, d) and (u, d) torch samples, summed over Gaussian kernel bandwidths."""
     import torch
 
-    total = 0.0
+    total: float | torch.Tensor = 0.0
     dxx, dyy, dxy = torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2, torch.cdist(x, y) ** 2
     for h in bandwidths:
         g = 2.0 * h * h

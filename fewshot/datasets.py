@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class LabelledData:
         lookup = {c: i for i, c in enumerate(self.classes if classes is None else classes)}
         return np.fromiter((lookup.get(lab, -1) for lab in self.labels), np.int64, len(self.labels))
 
-    def without(self, label: str) -> "LabelledData":
+    def without(self, label: str) -> LabelledData:
         """A copy without the items labelled ``label`` (e.g. CLINC150's ``oos``)."""
         keep = [i for i, lab in enumerate(self.labels) if lab != label]
         return LabelledData([self.inputs[i] for i in keep], [self.labels[i] for i in keep],
@@ -117,6 +118,7 @@ def load_csv(path: str | os.PathLike, text_column: str | None = None,
             if got is None or got.lower() not in names:
                 raise DataFormatError(f"{path}:1: missing {want} column; header is {header!r}, expected one of "
                                       f"{list(options)}")
+        assert t_name is not None and l_name is not None   # the loop above raised otherwise
         ti, li = names.index(t_name.lower()), names.index(l_name.lower())
         inputs, labels = [], []
         line = reader.line_num
@@ -246,6 +248,42 @@ def load_clinc150(path: str | os.PathLike, split: str = "train", include_oos: bo
     return _finish(inputs, labels, f"{path}#{split}{'+oos' if len(splits) > 1 else ''}", "text")
 
 
+#: StackOverflow-20 (Xu et al. 2015): class id (1-20) → tag, as its README lists them
+STACKOVERFLOW_TAGS: tuple[str, ...] = (
+    "wordpress", "oracle", "svn", "apache", "excel", "matlab", "visual-studio", "cocoa", "osx", "bash", "spring",
+    "hibernate", "scala", "sharepoint", "ajax", "qt", "drupal", "linq", "haskell", "magento")
+STACKOVERFLOW_SPLITS = ("train", "test", "all")
+
+
+def load_stackoverflow(path: str | os.PathLike, split: str = "train", per_class_train: int = 500) -> LabelledData:
+    """StackOverflow-20 question titles: ``path`` is ``title_StackOverflow.txt`` (``label_StackOverflow.txt``
+    beside it). fewshot's split (its SOURCE.md): per class, the first ``per_class_train`` lines in file order are
+    ``train``, the rest ``test``; ``all`` is every line. Labels are the tags (``visual-studio``, ...)."""
+    path = Path(path)
+    if split not in STACKOVERFLOW_SPLITS:
+        raise DataFormatError(f"{path}: unknown StackOverflow split {split!r}; choose one of "
+                              f"{list(STACKOVERFLOW_SPLITS)}")
+    label_path = path.with_name("label_StackOverflow.txt")
+    try:
+        titles = path.read_text(encoding="utf-8").splitlines()
+        ids = label_path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"cannot read StackOverflow files {path} / {label_path}: {exc}") from None
+    if len(titles) != len(ids):
+        raise DataFormatError(f"{path} has {len(titles)} lines but {label_path} {len(ids)} labels")
+    seen: dict[str, int] = {}
+    inputs, labels = [], []
+    for i, (title, raw) in enumerate(zip(titles, ids)):
+        if not raw.isdigit() or not 1 <= int(raw) <= len(STACKOVERFLOW_TAGS):
+            raise DataFormatError(f"{label_path} line {i + 1}: expected a class id 1-20, got {raw!r}")
+        tag = STACKOVERFLOW_TAGS[int(raw) - 1]
+        rank = seen[tag] = seen.get(tag, 0) + 1
+        if split == "all" or (split == "train") == (rank <= per_class_train):
+            inputs.append(_check_text(title, f"{path} line {i + 1}"))
+            labels.append(tag)
+    return _finish(inputs, labels, f"{path}#{split}", "text")
+
+
 def load_omniglot(path: str | os.PathLike, as_arrays: bool = False) -> LabelledData:
     """Omniglot ``images_background.npz`` / ``images_evaluation.npz`` (``images`` bool (C, 20, 105, 105),
     True = white; ``labels`` (C, 20)). Inputs are PIL mode-"L" images (ink 0, paper 255), or (105, 105) uint8
@@ -286,7 +324,8 @@ def split_spec(spec: str | os.PathLike) -> tuple[str, str | None]:
 
 def load_dataset(spec: str | os.PathLike) -> LabelledData:
     """Load by path: a directory → image folder; ``.csv``; ``.jsonl``; ``.json`` → CLINC150-style splits
-    (``PATH#train``, ``PATH#test``, ``PATH#test+oos``); ``.npz`` → Omniglot."""
+    (``PATH#train``, ``PATH#test``, ``PATH#test+oos``); ``.npz`` → Omniglot; ``title_StackOverflow.txt`` →
+    StackOverflow-20 (``#train`` / ``#test`` / ``#all``)."""
     path, split = split_spec(spec)
     if not os.path.exists(path):
         raise DataFormatError(f"{path}: no such file or directory")
@@ -307,5 +346,8 @@ def load_dataset(spec: str | os.PathLike) -> LabelledData:
         return load_clinc150(path, base, include_oos=bool(plus))
     if suffix == ".npz":
         return load_omniglot(path)
+    if Path(path).name == "title_StackOverflow.txt":
+        return load_stackoverflow(path, split or "all")
     raise DataFormatError(f"{path}: unsupported data file; use CSV (text,label), JSONL (text/label keys), "
-                          "an image folder, CLINC150 data_full.json#SPLIT or an Omniglot .npz")
+                          "an image folder, CLINC150 data_full.json#SPLIT, an Omniglot .npz or "
+                          "title_StackOverflow.txt#SPLIT")

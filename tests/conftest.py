@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fakes import FakeImageEncoder, FakeTextEncoder
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -38,6 +40,24 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+@pytest.fixture
+def fake_text_encoder() -> FakeTextEncoder:
+    """A 16-d hash encoder for texts (``tests.fakes.FakeTextEncoder``)."""
+    return FakeTextEncoder()
+
+
+@pytest.fixture
+def fake_image_encoder() -> FakeImageEncoder:
+    """A 16-d mean-colour encoder for images (``tests.fakes.FakeImageEncoder``)."""
+    return FakeImageEncoder()
+
+
+#: fixtures that load a real model or read ../shared/data: a test using any of them (directly or through another
+#: fixture) is marked ``slow``, so ``pytest -m "not slow"`` runs the fast unit tests only
+SLOW_FIXTURES = frozenset({"minilm", "effnet", "shared_data", "minilm_onnx"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

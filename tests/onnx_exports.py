@@ -31,7 +31,7 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exported(encoder: str, quantize: str | None = None) -> Path:
     """Export ``encoder`` once per test session; returns the export folder."""
     from fewshot.export.onnx_export import export_encoder

@@ -6,7 +6,7 @@ from fewshot.adapt import Adaptation
 from fewshot.classifiers import ArraySupport, PrototypeClassifier
 from fewshot.encoders.base import Encoder
 from fewshot.errors import InvalidInputError
-from tests.conftest import unit_rows
+from tests.fakes import unit_rows
 
 
 class VectorEncoder(Encoder):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fewshot import FewShotEngine
 from fewshot.cli import main as cli_main
 from fewshot.errors import CorruptIndexError, FewShotError, InvalidInputError
-from tests.hardening_fakes import DIM, FakeImageEncoder, FakeTextEncoder, engine_state, unit
+from tests.fakes import DIM, FakeImageEncoder, FakeTextEncoder, engine_state, unit
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
                 derandomize=True)

@@ -16,7 +16,7 @@ from fewshot import FewShotEngine
 from fewshot.encoders.base import MAX_IMAGE_PIXELS, load_image_rgb
 from fewshot.encoders.timm_image import load_state_dict_safely
 from fewshot.errors import CorruptIndexError, EncoderUnavailableError, ImageReadError
-from tests.hardening_fakes import FakeImageEncoder, FakeTextEncoder, unit
+from tests.fakes import FakeImageEncoder, FakeTextEncoder, unit
 
 MARKER = Path("/tmp/fewshot-untrusted-pwned")
 

@@ -5,7 +5,7 @@ Classifiers never call encoders: they score already-embedded queries against sup
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -50,8 +50,8 @@ class ArraySupport:
             if len(labels) else np.zeros((0, class_vectors.shape[1] if class_vectors is not None else 0), np.float32)
         self.labels = np.asarray(labels, dtype=np.int64)
         self._n = int(n_classes if n_classes is not None else (self.labels.max() + 1 if len(self.labels) else
-                                                               len(class_vectors)))
-        self.dim = int(self.vectors.shape[1]) if self.vectors.size else int(class_vectors.shape[1])
+                                                               len(cast(np.ndarray, class_vectors))))
+        self.dim = int(self.vectors.shape[1]) if self.vectors.size else int(cast(np.ndarray, class_vectors).shape[1])
         if class_vectors is None:
             self._cv = np.zeros((self._n, self.dim), np.float32)
             self._mask = np.zeros(self._n, bool)
@@ -105,7 +105,7 @@ class Classifier(ABC):
     def __init__(self) -> None:
         self.support: Support | None = None
 
-    def fit(self, support: Support) -> "Classifier":
+    def fit(self, support: Support) -> Classifier:
         """Bind to (and precompute from) a support view. Cheap for training-free methods."""
         if support.n_classes == 0:
             raise NotFittedError("no classes: add at least one class before classifying")
@@ -113,7 +113,7 @@ class Classifier(ABC):
         self._fit(support)
         return self
 
-    def _fit(self, support: Support) -> None:
+    def _fit(self, support: Support) -> None:  # noqa: B027 - an optional hook, empty by default
         """Subclass hook: precompute from support."""
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
@@ -143,7 +143,7 @@ class Classifier(ABC):
         """Alias of ``get_config_dict`` (the name older fewshot code calls)."""
         return self.get_config_dict()
 
-    def clone(self) -> "Classifier":
+    def clone(self) -> Classifier:
         """A new, unfitted classifier with the same configuration (like ``sklearn.base.clone``): calibration
         and open-set folds fit clones of the live classifier, so a custom subclass works there too."""
         return type(self)(**self.get_config_dict())
@@ -152,7 +152,7 @@ class Classifier(ABC):
         """Learned arrays to save with an engine (empty for training-free methods)."""
         return {}
 
-    def restore(self, support: Support, state: dict[str, np.ndarray]) -> "Classifier":
+    def restore(self, support: Support, state: dict[str, np.ndarray]) -> Classifier:
         """Rebind to ``support`` after loading, reusing learned ``state`` instead of training again.
         Training-free methods just refit; learned methods override this."""
         return self.fit(support)

@@ -26,12 +26,12 @@ Scores are cosine-like, in [-1, 1].
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.classifiers.base import Classifier, Support
+from fewshot.errors import InvalidInputError, NotFittedError
 
 #: search grids, fixed a priori (not tuned on any benchmark's test split); inf = zero-shot only
 DEFAULT_PRIOR_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))
@@ -214,6 +214,7 @@ class FusionClassifier(Classifier):
                 key = _loo_objective(s[held], y[held])
                 if best_key is None or key > best_key:
                     best_key, best = key, (rho, alpha, s)
+        assert best is not None and best_key is not None   # the grids are non-empty (checked in __init__)
         rho, alpha, s = best
         self.prior_weight_, self.cache_weight_ = float(rho), float(alpha)
         self.loo_accuracy_ = best_key[0]
@@ -244,7 +245,7 @@ class FusionClassifier(Classifier):
         return {"prior_weight": np.float64(self.prior_weight_), "cache_weight": np.float64(self.cache_weight_),
                 "logit_scale": np.float64(self.logit_scale)}
 
-    def restore(self, support: Support, state: dict[str, np.ndarray]) -> "FusionClassifier":
+    def restore(self, support: Support, state: dict[str, np.ndarray]) -> FusionClassifier:
         """Rebind to ``support`` reusing the chosen (rho, alpha, scale): no new leave-one-out search."""
         if support.n_classes == 0:
             raise NotFittedError("no classes: add at least one class before classifying")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fewshot.errors import InvalidInputError
 from fewshot.classifiers.base import Classifier
+from fewshot.errors import InvalidInputError
 
 
 class KNNClassifier(Classifier):
@@ -24,6 +24,7 @@ class KNNClassifier(Classifier):
 
     def _scores(self, queries: np.ndarray) -> np.ndarray:
         support = self.support
+        assert support is not None   # scores() checks that the classifier is fitted
         sims, classes = support.search(queries, self.k)
         valid = classes >= 0
         floor = np.where(valid, sims, np.inf).min(axis=1, keepdims=True)

@@ -17,13 +17,13 @@ classes) fits with cross-validation in about a second on 2 CPU cores.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from fewshot._core import l2_normalise, torch_threads
-from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.classifiers.base import Classifier, Support
+from fewshot.errors import InvalidInputError, NotFittedError
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
@@ -152,7 +152,7 @@ class LinearProbeClassifier(Classifier):
         C = support.n_classes
         if len(y) == 0 and not has_text.any():
             raise NotFittedError("linear probe needs examples or class names/descriptions; the support has neither")
-        self.cv_accuracy_ = {}
+        self.cv_accuracy_: dict[float, float] = {}
         lam = self.lam
         if lam is None:
             lam = self._cross_validate(x, y, C, text, has_text)
@@ -198,7 +198,7 @@ class LinearProbeClassifier(Classifier):
     def state(self) -> dict[str, np.ndarray]:
         return {"W": self.W_, "b": self.b_, "lam": np.float64(self.lam_)}
 
-    def restore(self, support: Support, state: dict[str, np.ndarray]) -> "LinearProbeClassifier":
+    def restore(self, support: Support, state: dict[str, np.ndarray]) -> LinearProbeClassifier:
         """Rebind to ``support`` with the learned weights (no retraining). The class count must match."""
         W = np.asarray(state["W"], np.float32)
         if W.shape != (support.n_classes, support.dim):

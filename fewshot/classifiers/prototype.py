@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from fewshot._core import l2_normalise
-
-from fewshot.errors import InvalidInputError
 from fewshot.classifiers.base import Classifier, Support
+from fewshot.errors import InvalidInputError
 
 
 class PrototypeClassifier(Classifier):

@@ -14,12 +14,14 @@ not tuned on test data. With 0 shots there is nothing to train: identical to zer
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from fewshot._core import torch_threads
-from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.classifiers.base import Classifier, Support
 from fewshot.classifiers.fusion import FusionClassifier
+from fewshot.errors import InvalidInputError, NotFittedError
 
 
 class TipAdapterFClassifier(Classifier):
@@ -42,10 +44,11 @@ class TipAdapterFClassifier(Classifier):
             raise InvalidInputError(f"lr must be > 0, got {lr}")
         if reg < 0:
             raise InvalidInputError(f"reg must be >= 0, got {reg}")
-        self.epochs, self.lr, self.reg, self.beta, self.seed = int(epochs), float(lr), float(reg), float(beta), int(seed)
+        self.epochs, self.lr, self.reg = int(epochs), float(lr), float(reg)
+        self.beta, self.seed = float(beta), int(seed)
 
     def _fit(self, support: Support) -> None:
-        fusion = FusionClassifier(beta=self.beta).fit(support)
+        fusion = cast(FusionClassifier, FusionClassifier(beta=self.beta).fit(support))
         self.fusion_ = fusion
         self.alpha_ = fusion.cache_weight_
         self.rho_ = fusion.prior_weight_
@@ -115,7 +118,7 @@ class TipAdapterFClassifier(Classifier):
                 "alpha": np.float64(self.alpha_), "rho": np.float64(self.rho_),
                 "logit_scale": np.float64(self.logit_scale)}
 
-    def restore(self, support: Support, state: dict[str, np.ndarray]) -> "TipAdapterFClassifier":
+    def restore(self, support: Support, state: dict[str, np.ndarray]) -> TipAdapterFClassifier:
         """Rebind with the learned keys/centroids (no retraining); the support must have the same classes."""
         if support.n_classes == 0:
             raise NotFittedError("no classes: add at least one class before classifying")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fewshot.errors import NotFittedError
 from fewshot.classifiers.base import Classifier, Support
+from fewshot.errors import NotFittedError
 
 
 class ZeroShotClassifier(Classifier):

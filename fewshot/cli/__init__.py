@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 from fewshot._core import __version__
 from fewshot.cli import bench, classify, demo, export, index, models, transfer

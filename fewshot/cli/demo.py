@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from fewshot.templates import humanise_label
 
     sample = resources.files("fewshot") / "data" / "banking77_sample.csv"
-    with sample.open(encoding="utf-8", newline="") as f:
+    # typeshed's Traversable.open has no newline= (the Path / zipfile.Path it returns accept it)
+    with sample.open(encoding="utf-8", newline="") as f:  # type: ignore[call-overload]
         rows = list(csv.DictReader(f))
     support: dict[str, list[str]] = {}
     queries = [(r["text"], r["label"]) for r in rows if r["split"] == "query"]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import warnings
 from abc import ABC
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 
@@ -32,6 +33,14 @@ class Encoder(ABC):
     name: str
     dim: int
     modalities: frozenset[str]
+    # Declared for type checking only (no class-level value, so ``getattr(encoder, ..., default)`` callers keep
+    # their defaults): set by the encoders that have them.
+    #: local folder/file or hub name of the weights (the embedding cache fingerprints a local one)
+    source: str
+    #: the device the encoder runs on (torch or onnxruntime)
+    device: str
+    #: FewShotEngine.save copies the model (``save_to``) into the save when True; read with default True
+    bundle_with_engine: bool
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64,
                     show_progress_bar: bool | None = None) -> np.ndarray:
@@ -181,7 +190,7 @@ class hub_offline:
     """Context manager: put huggingface_hub in offline mode (unless downloads are allowed), so a missing
     model fails at once instead of retrying the network for a minute."""
 
-    def __enter__(self) -> "hub_offline":
+    def __enter__(self) -> hub_offline:
         self._saved = None
         if downloads_allowed():
             return self

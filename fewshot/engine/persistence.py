@@ -15,14 +15,19 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fewshot._core import check_vectors
+from fewshot.encoders.base import Encoder
 from fewshot.encoders.registry import LOCAL_DIR_PREFIXES, split_name
-from fewshot.errors import CorruptIndexError
-from fewshot.index import storage
+from fewshot.errors import CorruptIndexError, FewShotError
+from fewshot.index import SupportIndex, storage
+from fewshot.openset import OpenSetDetector
+
+if TYPE_CHECKING:
+    from fewshot.engine.engine import FewShotEngine
 
 ENGINE_FORMAT_VERSION = 1
 SNAPSHOT_KIND = "fewshot-engine"
@@ -54,7 +59,7 @@ class EngineManifest:
         return json.dumps(meta, ensure_ascii=False)
 
     @classmethod
-    def from_json_object(cls, meta: dict, where: Path) -> "EngineManifest":
+    def from_json_object(cls, meta: dict, where: Path) -> EngineManifest:
         """Validate types and fill what older saves lack; CorruptIndexError for anything else."""
         required = {"encoder": str, "classifier": str, "classifier_config": dict, "templates": list,
                     "encoder_dim": int}
@@ -127,3 +132,54 @@ def read_arrays(snapshot: Path, manifest: EngineManifest, dim: int) -> tuple[dic
     except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
         raise CorruptIndexError(f"cannot read the saved classifier state in {snapshot}: {exc}") from None
     return state, vectors
+
+
+def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quantize: str | None) -> None:
+    """Write everything of ``engine`` into the new ``snapshot`` folder (called with the engine lock held)."""
+    encoder_name = write_encoder(engine.encoder, snapshot, portable, quantize)
+    (snapshot / "index").mkdir()
+    engine.index.save(snapshot / "index")
+    state = engine._fitted().state() if engine.index.n_classes else {}
+    spec = engine.adapt_spec
+    write_arrays(snapshot, state, spec[0] if spec is not None else None)
+    manifest = EngineManifest(
+        encoder=encoder_name, encoder_dim=engine.encoder.dim, classifier=engine.classifier_name,
+        classifier_config=engine.classifier_config, templates=engine.templates, keep_examples=engine.keep_examples,
+        raw_examples=engine.raw_examples, calibrate=engine.calibrate,
+        # resolved, so that a later change of defaults does not change a saved engine
+        openset=OpenSetDetector(**engine.openset_config).config(),
+        adaptation={"method": spec[1], "options": spec[2]} if spec is not None else None,
+        encoder_seen_texts=sorted(engine.encoder_seen_texts))
+    (snapshot / "engine.json").write_text(manifest.to_json(), encoding="utf-8")
+
+
+def load_engine(cls: type[FewShotEngine], directory: str | os.PathLike, device: str | None = None,
+                encoder: str | Encoder | None = None) -> FewShotEngine:
+    """``FewShotEngine.load``: rebuild an engine from its live snapshot; ``encoder`` overrides the saved one."""
+    snapshot, meta = read_manifest(directory)
+    name, bundled = resolve_encoder_name(meta.encoder, snapshot)
+    try:
+        engine = cls(encoder if encoder is not None else name, classifier=meta.classifier,
+                     classifier_config=meta.classifier_config, device=device, templates=meta.templates,
+                     keep_examples=meta.keep_examples, calibrate=meta.calibrate, openset=meta.openset)
+    except FewShotError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. an unknown classifier or bad config in engine.json
+        raise CorruptIndexError(f"{snapshot / 'engine.json'} describes an engine this fewshot cannot "
+                                f"build: {exc}") from None
+    if engine.encoder.dim != meta.encoder_dim:
+        raise CorruptIndexError(f"encoder {engine.encoder.name!r} has dimension {engine.encoder.dim}, the "
+                                f"saved engine expects {meta.encoder_dim}")
+    if bundled and encoder is None:
+        engine.encoder.bundle_with_engine = True  # a re-save copies it into the new snapshot
+    engine.index = SupportIndex.load(snapshot / "index")
+    engine.raw_examples = meta.raw_examples
+    if encoder is None or engine.encoder.name == meta.encoder:  # another encoder never saw these texts
+        engine.encoder_seen_texts = frozenset(meta.encoder_seen_texts)
+    state, unlabeled = read_arrays(snapshot, meta, engine.encoder.dim)
+    if unlabeled is not None and meta.adaptation is not None:
+        engine.adapt_spec = (unlabeled, meta.adaptation["method"], meta.adaptation["options"])
+    if engine.index.n_classes:
+        engine.classifier.restore(engine._support_view(), state)
+        engine._dirty = False
+    return engine

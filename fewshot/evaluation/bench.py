@@ -15,14 +15,18 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 
 from fewshot.datasets import LabelledData, load_dataset, split_spec
 from fewshot.errors import InvalidInputError
-from fewshot.openset.detector import DEFAULT_OOD_SCORE
+from fewshot.openset.detector import DEFAULT_OOD_SCORE, OODScore, RejectTarget
+
+if TYPE_CHECKING:
+    from fewshot.classifiers.base import Support
 
 BenchMode = Literal["episodic", "all", "zero-shot", "openset"]
 MODES: tuple[str, ...] = get_args(BenchMode)
@@ -152,13 +156,14 @@ def _result(mode: str, method: str, way: int, shot: int, res: Any) -> dict[str, 
 
 def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), shots: Sequence[int] = (10,),
                 repeats: int = 5, seed: int = 0, oos_label: str = "oos", keep: float = 0.95,
-                score: str = DEFAULT_OOD_SCORE, target: str = "coverage",
+                score: OODScore = DEFAULT_OOD_SCORE, target: RejectTarget = "coverage",
                 transductive: bool = False) -> list[dict[str, Any]]:
     """Open-set evaluation: TEST holds in-scope items and items labelled ``oos_label``. For each shot count and
     method, ``repeats`` support draws from TRAIN; the threshold comes from the support set only
     (``fewshot.openset.detector.OpenSetDetector``). Adds ``auroc`` (in-scope vs out-of-scope), ``oos_recall`` (share of
     out-of-scope items rejected) and ``accuracy_with_rejection`` (in-scope items accepted and right) to the
     contract keys; ``accuracy`` is the closed-set in-scope accuracy."""
+    _check_classifier_methods(methods, "--mode openset")
     from sklearn.metrics import roc_auc_score
 
     from fewshot.openset.detector import OpenSetDetector
@@ -171,7 +176,7 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
     remap = np.full(len(data.classes), -1)
     remap[keep_cols] = np.arange(len(keep_cols))
     train_keep = data.train_y != oos
-    train_x, train_y = data.train_x[train_keep], remap[data.train_y[train_keep]]
+    train_x, train_y = cast(np.ndarray, data.train_x)[train_keep], remap[data.train_y[train_keep]]
     is_in = data.test_y != oos
     test_y = remap[data.test_y]
     cv = data.class_vectors[keep_cols] if data.class_vectors is not None else None
@@ -182,8 +187,7 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
             for r in range(repeats):
                 scores, support, queries = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
                                                 cv, transductive)
-                det = OpenSetDetector(score=score, keep=keep, target=target).fit(
-                    support, m if m in _classifier_names() else "prototype")
+                det = OpenSetDetector(score=score, keep=keep, target=target).fit(support, m)
                 accepted = det.accept(scores, queries)
                 correct = scores.argmax(1) == test_y
                 rows.append((roc_auc_score(is_in, det.ood_scores(scores, queries)), correct[is_in].mean(),
@@ -205,7 +209,7 @@ def _classifier_names() -> list[str]:
     return sorted(CLASSIFIERS)
 
 
-def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int,
+def _score_repeat(method: str, train_x: np.ndarray | None, train_y: np.ndarray, test_x: np.ndarray, n_classes: int,
                   shots: int, seed: int, class_vectors: np.ndarray | None, transductive: bool):
     """One 'all classes' repeat: K shots per class from TRAIN (0 = zero-shot), optionally adapted to the
     unlabeled TEST pool (recenter + soft k-means, temperature from support LOO). Returns ((Mq, C) scores,
@@ -218,7 +222,7 @@ def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x:
     if shots:
         idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), shots, replace=False)
                               for c in range(n_classes)])
-        support = ArraySupport(train_x[idx], train_y[idx], n_classes, class_vectors)
+        support: Support = ArraySupport(cast(np.ndarray, train_x)[idx], train_y[idx], n_classes, class_vectors)
     else:
         if class_vectors is None:
             raise InvalidInputError("0 shots needs class prompt vectors (a text or CLIP encoder)")
@@ -229,13 +233,22 @@ def _score_repeat(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x:
         s, t = loo_scores(support, "prototype")
         adaptation = Adaptation("recenter+soft-kmeans", temperature=fit_temperature(s, t)).fit(support, test_x)
         support, queries = adaptation.wrap(support), adaptation.transform_queries(test_x)
-    name = method if method in _classifier_names() else "prototype"
-    return make_classifier(name).fit(support).scores(queries), support, queries
+    return make_classifier(method).fit(support).scores(queries), support, queries
+
+
+def _check_classifier_methods(methods: Sequence[str], where: str) -> None:
+    """Open-set and transductive rows run registered classifiers only: anything else is an error, never a
+    silent substitution (a row is labelled with the method that produced it)."""
+    unknown = [m for m in methods if m not in _classifier_names()]
+    if unknown:
+        raise InvalidInputError(f"{where} runs registered classifiers only; {unknown} are not (choose from "
+                                f"{_classifier_names()})")
 
 
 def run_transductive(data: BenchData, mode: str, *, methods: Sequence[str], shots: Sequence[int], repeats: int,
                      seed: int = 0) -> list[dict[str, Any]]:
     """'all' / 'zero-shot' modes with the unlabeled TEST pool used for adaptation (labels never used)."""
+    _check_classifier_methods(methods, "--transductive")
     shots = [0] if mode == "zero-shot" else list(shots)
     methods = ["zero-shot"] if mode == "zero-shot" else list(methods)
     out = []
@@ -315,15 +328,16 @@ def run_encoder_refine(data: BenchData, shots: int, repeats: int, seed: int = 0,
                        progress: bool = True) -> dict[str, Any]:
     """Method ``encoder`` in mode 'all': per repeat, K shots per class from TRAIN (the draws every other method gets
     for this seed, ``fewshot.evaluation.episodes.sample_shots``), the text encoder fine-tuned on
-    them as ``FewShotEngine.refine("encoder", calibration_fraction=0)`` does (``fewshot.training.text_finetune.finetune_encoder``:
-    contrastive, early stopping on a held-out fifth of the support, no refit; closed-set, so no part is kept away
-    for open-set calibration), then a linear probe on the re-embedded support and prompt vectors, scored on all
-    of TEST. ``seconds`` include the fine-tune and re-embedding TEST."""
+    them as ``FewShotEngine.refine("encoder", calibration_fraction=0)`` does
+    (``fewshot.training.text_finetune.finetune_encoder``: contrastive, early stopping on a held-out fifth of the
+    support, no refit; closed-set, so no part is kept away for open-set calibration), then a linear probe on the
+    re-embedded support and prompt vectors, scored on all of TEST. ``seconds`` include the fine-tune and re-embedding
+    TEST."""
     from fewshot.classifiers import ArraySupport, make_classifier
     from fewshot.encoders import load_encoder
     from fewshot.evaluation.episodes import sample_shots
-    from fewshot.training.text_finetune import finetune_encoder
     from fewshot.templates import humanise_label
+    from fewshot.training.text_finetune import finetune_encoder
 
     if data.train_inputs is None or data.test_inputs is None or shots < 1:
         raise InvalidInputError(f"method {ENCODER_METHOD!r} needs TRAIN texts and at least 1 shot")

@@ -16,8 +16,9 @@ support examples; ``zero-shot`` only the class prompt vectors; other registered 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, cast
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def _choose(counts: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
             t = np.minimum(t, j)
             taken = (pos[..., :i] == t[..., None]).any(-1) if i else np.zeros(counts.shape, bool)
             pos[..., i] = np.where(taken, j, t)
-        keys = rng.random(pos.shape, dtype=np.float32)
+        keys = cast(np.ndarray, rng.random(pos.shape, dtype=np.float32))  # numpy stubs pick the scalar overload
     else:
         keys = rng.random((*counts.shape, width), dtype=np.float32)
         keys[np.arange(width) >= counts[..., None]] = 2.0   # beyond the class: never chosen
@@ -346,7 +347,7 @@ def evaluate(method: str, support_x: np.ndarray, query_x: np.ndarray, support_ro
                       mode="clip")  # rows are valid by construction; 'clip' skips a buffered copy
         qry = np.take(xq, np.asarray(query_rows[start:stop]).reshape(-1), axis=0, out=qry_buf[:n * m], mode="clip")
         sup, qry = sup.reshape(n, c, shots, -1), qry.reshape(n, m, -1)
-        vec = None if cv is None else cv[np.asarray(class_ids[start:stop])]
+        vec = None if cv is None else cv[np.asarray(cast(np.ndarray, class_ids)[start:stop])]  # checked above
         scores = BATCHED[method](sup, qry, vec, **config) if fast else looped_scores(method, sup, qry, vec, **config)
         out[start:stop] = (scores.argmax(-1) == np.asarray(targets[start:stop])).mean(1)
     return out

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+
 def markdown_table(payload: dict[str, Any], title: str | None = None) -> str:
     """The results as a markdown table (accuracy and CI in percent)."""
     lines = [f"### {title}", ""] if title else []

@@ -2,6 +2,6 @@
 ``fewshot.encoders.onnx``, which owns the manifest definition."""
 from __future__ import annotations
 
-from fewshot.export.onnx_export import QUANTIZE_CHOICES, export_encoder
+from fewshot.export.onnx_export import QUANTIZE_CHOICES, Quantize, export_encoder
 
-__all__ = ["QUANTIZE_CHOICES", "export_encoder"]
+__all__ = ["QUANTIZE_CHOICES", "Quantize", "export_encoder"]

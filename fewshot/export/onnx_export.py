@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from fewshot._core import __version__, sha256_file
 from fewshot.encoders.onnx import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
@@ -179,7 +179,7 @@ def _eager_attention(st: Any):
     The default SDPA path traces into a boolean-mask graph with NaN guards (IsNaN/Where per layer); the eager
     graph computes the same embeddings (cosine > 0.99999 on Banking77) with fewer ops and runs a few per cent
     faster under onnxruntime, int8 included. Models without a switchable attention are traced as they are."""
-    switched = []
+    switched: list[tuple[Any, Any, Any]] = []
     for module in st.modules():
         config = getattr(module, "config", None)
         setter = getattr(module, "set_attn_implementation", None)
@@ -208,6 +208,7 @@ def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int) 
     if backend is None:
         raise EncoderUnavailableError(f"encoder {encoder.name!r} has no fast (tokenizers) tokenizer, which the "
                                       "torch-free ONNX path needs")
+    assert hf_tok is not None   # its backend_tokenizer was found just above
     uses_token_types = "token_type_ids" in getattr(hf_tok, "model_input_names", [])
 
     class SentenceGraph(torch.nn.Module):
@@ -235,7 +236,7 @@ def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int) 
     tok.no_truncation()
     tok.no_padding()
     tok.save(str(out / "tokenizer.json"))
-    max_len = int(getattr(st, "max_seq_length", None) or getattr(hf_tok, "model_max_length", 512))
+    max_len = int(cast(int, getattr(st, "max_seq_length", None) or getattr(hf_tok, "model_max_length", 512)))
     pad_id = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0
     return {"kind": "text", "max_seq_length": max_len,
             "models": {"text": {"file": "text.onnx", "inputs": ["input_ids", "attention_mask"]}},

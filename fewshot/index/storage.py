@@ -16,8 +16,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fewshot._core import sha256_file
 from fewshot.errors import CorruptIndexError, InvalidInputError, VersionMismatchError

@@ -7,9 +7,10 @@ Index types (``SupportIndex(dim, index_type=...)`` or ``FewShotEngine(index_type
     compacts the vector array in place (no rebuild, but O(n) memory traffic per removal).
 ``"hnsw"``
     ``IndexIDMap2`` over ``IndexHNSWFlat`` (``hnsw_m`` = 32 links per node, ``hnsw_ef_construction`` = 80,
-    ``hnsw_ef_search`` = 128) for large support sets: approximate, fast queries. HNSW graphs cannot delete, so removal is by tombstone + an
-    ``IDSelector`` filter at search time (nothing is rebuilt). A save zeroes removed vectors in the graph and
-    records their ids (no rebuild); only when tombstones outnumber live vectors does a save rebuild the graph once.
+    ``hnsw_ef_search`` = 128) for large support sets: approximate, fast queries. HNSW graphs cannot delete, so
+    removal is by tombstone + an ``IDSelector`` filter at search time (nothing is rebuilt). A save zeroes removed
+    vectors in the graph and records their ids (no rebuild); only when tombstones outnumber live vectors does a save
+    rebuild the graph once.
 ``"ivfpq"``
     ``IndexIVFPQ`` (inverted lists + product quantisation; faiss stores our ids natively, and a hash-table
     direct map gives O(1) removal and reconstruction). Memory per vector is ``pq_m`` bytes of code (default
@@ -34,8 +35,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import faiss
 import numpy as np
@@ -93,6 +93,7 @@ class SupportIndex:
     # ------------------------------------------------------------------ construction
     def _new_faiss_index(self) -> faiss.Index:
         """A fresh index; for "ivfpq" the untrained stage (an exact flat index, see ``train``)."""
+        base: faiss.Index
         if self.index_type == "hnsw":
             base = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             base.hnsw.efSearch = self.hnsw_ef_search
@@ -124,12 +125,13 @@ class SupportIndex:
                                     f"pq_nbits={self.pq_nbits}); got {len(sample)}")
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, self.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-        ivf.do_polysemous_training = False  # only used by polysemous search, and slow to train
+        # only used by polysemous search, and slow to train
+        ivf.do_polysemous_training = False  # type: ignore[attr-defined]  # not in faiss's stubs
         started = time.perf_counter()
         ivf.train(np.ascontiguousarray(sample, np.float32))
         self.train_seconds = time.perf_counter() - started
         ivf.nprobe = min(self.nprobe, nlist)
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # not in faiss's stubs
         if len(ids):
             ivf.add_with_ids(stored, ids)
         self.faiss_index = ivf  # swapped in only when complete: a failure above leaves the index as it was
@@ -230,7 +232,7 @@ class SupportIndex:
         self._maybe_train()
         return ids
 
-    def remove_ids(self, ids: np.ndarray) -> None:
+    def remove_ids(self, ids: np.ndarray | list[int]) -> None:
         """Remove examples by id (no rebuild)."""
         try:
             ids = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
@@ -283,7 +285,7 @@ class SupportIndex:
 
     # ------------------------------------------------------------------ Support view
     def prototypes(self) -> np.ndarray:
-        sums = np.stack([self._classes[n].vector_sum for n in self._order]) if self._order else \
+        sums = np.stack([cast(np.ndarray, self._classes[n].vector_sum) for n in self._order]) if self._order else \
             np.zeros((0, self.dim))
         counts = self.example_counts()
         return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
@@ -304,7 +306,8 @@ class SupportIndex:
         """Top-k examples by inner product: ((n, k) similarities, (n, k) class indices; -1 = none)."""
         queries = check_vectors(as_float_vectors(queries, "queries"), self.dim, "queries")
         if self.index_type == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.hnsw_ef_search, k))
+            # faiss's stubs lack SearchParametersHNSW
+            params = faiss.SearchParametersHNSW(efSearch=max(self.hnsw_ef_search, k))  # type: ignore[attr-defined]
             if self._tombstones:
                 keep = faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64))
                 params.sel = selector = faiss.IDSelectorNot(keep)  # noqa: F841 (python refs keep them alive)
@@ -348,7 +351,7 @@ class SupportIndex:
         for c, n in enumerate(self._order):
             if self._classes[n].prompt_vector is not None:
                 prompt[c] = self._classes[n].prompt_vector
-        sums = np.stack([self._classes[n].vector_sum for n in self._order]) if self._order else \
+        sums = np.stack([cast(np.ndarray, self._classes[n].vector_sum) for n in self._order]) if self._order else \
             np.zeros((0, self.dim), np.float64)
         with open(directory / "arrays.npz", "wb") as f:
             np.savez(f, prompt_vectors=prompt, vector_sums=sums,
@@ -358,10 +361,10 @@ class SupportIndex:
     def _erase_tombstoned_vectors(self) -> None:
         """HNSW: overwrite removed vectors with zeros in the graph's storage (no rebuild), so saved files hold no
         deleted vector values; their graph nodes stay as routing nodes and stay filtered at search time."""
-        hnsw = faiss.downcast_index(self.faiss_index.index)
-        storage = faiss.downcast_index(hnsw.storage)
+        hnsw = cast(faiss.IndexHNSW, faiss.downcast_index(cast(faiss.IndexIDMap2, self.faiss_index).index))
+        storage = cast(faiss.IndexFlat, faiss.downcast_index(hnsw.storage))
         xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(storage.ntotal, self.dim)
-        id_map = faiss.vector_to_array(self.faiss_index.id_map)
+        id_map = faiss.vector_to_array(cast(faiss.IndexIDMap2, self.faiss_index).id_map)
         xb[np.isin(id_map, np.fromiter(self._tombstones, np.int64))] = 0.0
 
     def _compact_tombstones_for_save(self) -> None:
@@ -374,7 +377,7 @@ class SupportIndex:
         self._tombstones.clear()
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "SupportIndex":
+    def load(cls, directory: str | os.PathLike) -> SupportIndex:
         """Read an index written by ``save``; typed errors for anything missing or inconsistent."""
         directory = Path(directory)
         from fewshot.index.storage import read_json_object
@@ -389,7 +392,7 @@ class SupportIndex:
         return index
 
     @classmethod
-    def _load(cls, directory: Path, table: dict) -> "SupportIndex":
+    def _load(cls, directory: Path, table: dict) -> SupportIndex:
         opts = table.get("ivfpq") or {}
         index = cls(int(table["dim"]), table["index_type"], int(table.get("hnsw_m", 32)),
                     hnsw_ef_construction=int(table.get("hnsw_ef_construction", 80)),
@@ -403,7 +406,7 @@ class SupportIndex:
             raise CorruptIndexError(f"index.faiss in {directory} is a {type(index.faiss_index).__name__}, not "
                                     f"what index_type {index.index_type!r} writes")
         if isinstance(index.faiss_index, faiss.IndexIVF):
-            index.faiss_index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            index.faiss_index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # no stub
         with np.load(directory / "arrays.npz", allow_pickle=False) as arrays:
             prompt = np.asarray(arrays["prompt_vectors"], np.float32)
             sums = np.asarray(arrays["vector_sums"], np.float64)

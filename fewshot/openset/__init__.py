@@ -2,7 +2,13 @@
 relative Mahalanobis distance (mahalanobis)."""
 from __future__ import annotations
 
-from fewshot.openset.detector import (DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS, OpenSetDetector, fit_temperature,
-                                      loo_scores)
+from fewshot.openset.detector import (
+                                      DEFAULT_OOD_SCORE,
+                                      OOD_SCORES,
+                                      TARGETS,
+                                      OpenSetDetector,
+                                      fit_temperature,
+                                      loo_scores,
+)
 
 __all__ = ["DEFAULT_OOD_SCORE", "OOD_SCORES", "TARGETS", "OpenSetDetector", "fit_temperature", "loo_scores"]

@@ -172,7 +172,7 @@ class OpenSetDetector:
 
     def fit(self, support: Support, classifier: Classifier | str = "prototype",
             classifier_config: dict | None = None, default_temperature: float = 20.0,
-            calibrate_on: np.ndarray | None = None) -> "OpenSetDetector":
+            calibrate_on: np.ndarray | None = None) -> OpenSetDetector:
         """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few).
         ``calibrate_on``: (n,) bool mask over ``support.examples()``, the examples to score (default all)."""
         self.support = support
@@ -199,6 +199,7 @@ class OpenSetDetector:
                                                           self.shrinkage)
         if score in NEEDS_QUERIES:
             # (m, C) LOO class scores: in closed form for examples in the fit; outside it (a large support) new
+            assert self.mahalanobis_ is not None and self.mahalanobis_.counts is not None
             held_out = self.mahalanobis_.class_scores(vectors[index])
             inside = fitted[index]
             held_out[inside] = self.mahalanobis_.leave_one_out_scores(vectors[index[inside]], labels[index[inside]])
@@ -259,6 +260,7 @@ class OpenSetDetector:
 
     def _platt(self, x: np.ndarray) -> np.ndarray:
         """(n, C) per-label scores → (n, C) confidences by the fitted Platt map."""
+        assert self.platt_ is not None
         slope, intercept = self.platt_
         return 1.0 / (1.0 + np.exp(-(slope * x + intercept)))
 
@@ -269,11 +271,13 @@ class OpenSetDetector:
         x = scores.astype(np.float64)
         score = self.effective_score_
         if score == "mahalanobis":
+            assert self.mahalanobis_ is not None and self.mahalanobis_.counts is not None
             return np.where(self.mahalanobis_.counts[None, :] > 0, self._mahalanobis(queries, per_class=True),
                             self.typical_mahalanobis_)
         if score in ("class-relative", "class-relative+mahalanobis") and self.class_offsets_ is not None:
             x = x - self.class_offsets_[None, :]
             if score == "class-relative+mahalanobis":
+                assert self.mahalanobis_ is not None and self.mahalanobis_.counts is not None
                 part = np.where(self.mahalanobis_.counts[None, :] > 0, self._mahalanobis(queries)[:, None],
                                 self.typical_mahalanobis_)
                 x = x / self.scales_[0] + part / self.scales_[1]
@@ -284,6 +288,7 @@ class OpenSetDetector:
         are missing."""
         if queries is None:
             raise InvalidInputError(f"the {self.score!r} rejection score needs the query vectors: pass queries")
+        assert self.mahalanobis_ is not None
         return self.mahalanobis_.class_scores(queries) if per_class else self.mahalanobis_.scores(queries)
 
     def ood_scores(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
@@ -304,6 +309,7 @@ class OpenSetDetector:
             z = scores * self.temperature_
             top = z.max(1)
             return (top + np.log(np.exp(z - top[:, None]).sum(1))) / self.temperature_
+        assert label_scores is not None
         return label_scores[np.arange(len(scores)), scores.argmax(1)]
 
     def accept(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:

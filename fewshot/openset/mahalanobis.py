@@ -58,7 +58,7 @@ class RelativeMahalanobis:
         labels = np.asarray(labels)
         return len(labels) - len(np.unique(labels)) >= MIN_RESIDUALS and n_classes >= 1
 
-    def fit(self, vectors: np.ndarray, labels: np.ndarray, n_classes: int) -> "RelativeMahalanobis":
+    def fit(self, vectors: np.ndarray, labels: np.ndarray, n_classes: int) -> RelativeMahalanobis:
         """Fit from (n, d) vectors and (n,) class indices in [0, n_classes)."""
         from sklearn.covariance import ledoit_wolf
 
@@ -87,6 +87,8 @@ class RelativeMahalanobis:
         vectors = np.asarray(vectors, np.float64)
         labels = np.asarray(labels, np.int64)
         rows = np.arange(len(labels))
+        assert self.counts is not None and self._within is not None and self._white_means is not None
+        assert self._background is not None and self._center is not None
         n = self.counts[labels]
         total = float(self.counts.sum())
         white = _whiten(self._within, vectors)
@@ -109,10 +111,12 @@ class RelativeMahalanobis:
 
     def class_distances(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n, C) squared Mahalanobis distances to each class mean (+inf for empty classes)."""
+        assert self._within is not None
         return self._class_distances_white(_whiten(self._within, np.asarray(queries, np.float64)))
 
     def _class_distances_white(self, white: np.ndarray) -> np.ndarray:
         """(n, d) queries already whitened by the shared covariance → (n, C) squared distances (+inf: empty)."""
+        assert self._white_means is not None and self.counts is not None
         d2 = (white ** 2).sum(1)[:, None] - 2.0 * white @ self._white_means.T + (self._white_means ** 2).sum(1)[None]
         d2 = np.maximum(d2, 0.0)
         d2[:, self.counts == 0] = np.inf
@@ -120,6 +124,7 @@ class RelativeMahalanobis:
 
     def background_distances(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n,) squared Mahalanobis distances to the background Gaussian."""
+        assert self._background is not None and self._center is not None
         white = _whiten(self._background, np.asarray(queries, np.float64) - self._center)
         return (white ** 2).sum(1)
 

@@ -67,4 +67,13 @@ def refine_encoder(engine: FewShotEngine, calibration_fraction: float | None = N
     return "linear"
 
 
-lifecycle.register_refiner("encoder", refine_encoder)
+def can_refine_encoder(engine: FewShotEngine) -> bool:
+    """A sentence-transformers text encoder, and every example's text kept (what ``refine_encoder`` needs)."""
+    from fewshot.encoders.sentence import SentenceTransformerEncoder
+
+    counts = engine.index.example_counts()
+    texts = sum(isinstance(x, str) for name in engine.index.classes for x in engine.raw_examples.get(name, []))
+    return isinstance(engine.encoder, SentenceTransformerEncoder) and texts >= int(counts.sum())
+
+
+lifecycle.register_refiner("encoder", refine_encoder, applies=can_refine_encoder)

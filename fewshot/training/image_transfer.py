@@ -1,9 +1,9 @@
 """Adaptation on a labelled source set of *other* classes (transfer learning), then few-shot on new classes.
 
-``transfer_encoder`` (formerly ``adapt_encoder``) fine-tunes the last stages of a timm EfficientNet-style encoder (``effnet-lite0`` by default) on
-a labelled source set, e.g. Omniglot's background set (964 classes), so that the engine few-shots *new* classes
-(Omniglot's evaluation set) much better than with frozen ImageNet features. It is built to fit in minutes on a
-small CPU:
+``transfer_encoder`` (formerly ``adapt_encoder``) fine-tunes the last stages of a timm EfficientNet-style encoder
+(``effnet-lite0`` by default) on a labelled source set, e.g. Omniglot's background set (964 classes), so that the
+engine few-shots *new* classes (Omniglot's evaluation set) much better than with frozen ImageNet features. It is built
+to fit in minutes on a small CPU:
 
 1. images are resized to ``image_size`` (default 56 px; Omniglot is 105 px, ProtoNets use 28 px);
 2. the frozen early part (stem + all stages but the last ``train_blocks``) runs once per image and its feature
@@ -306,6 +306,7 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
                     way = min(episode_way, n_train_classes)
                     cls = rng.choice(n_train_classes, way, replace=False)
                     sup, qry = [], []
+                    assert by_class is not None   # built for loss == "episodic" (this branch)
                     for c in cls:
                         rows = by_class[c]
                         pick = rows[torch.from_numpy(rng.permutation(len(rows))[:1 + episode_query])]

@@ -42,13 +42,17 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
 from fewshot._core import torch_threads
 from fewshot.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from fewshot.encoders.sentence import SentenceTransformerEncoder
 
 FinetuneLoss = Literal["contrastive", "cross-entropy"]
 
@@ -70,7 +74,7 @@ class EncoderRefineResult:
             kept): not trained on, but not a fair sample for calibration either.
     """
 
-    encoder: object
+    encoder: SentenceTransformerEncoder
     directory: str
     epochs: int
     history: list = field(default_factory=list)
@@ -250,6 +254,7 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
             for group, base_lr in zip(opt.param_groups, base_lrs):
                 group["lr"] = base_lr * factor
         def validate() -> float:
+            assert val_idx is not None   # called only when there is a held-out part
             with torch.no_grad():
                 model.eval()
                 v = _encode(model, [texts[i] for i in val_idx], batch_size)
@@ -348,7 +353,7 @@ def _pk_batches(labels: np.ndarray, classes_per_batch: int, rng: np.random.Gener
     ``per_class`` examples each; every example with a classmate appears once (singletons cannot form a pair):
     when one class is left over, its remaining examples join random earlier batches, ``per_class`` at a time."""
     pools = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)}
-    batches = []
+    batches: list[np.ndarray] = []
     while True:
         open_classes = [c for c, ids in pools.items() if len(ids) >= 2]
         if len(open_classes) < 2:

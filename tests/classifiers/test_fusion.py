@@ -2,20 +2,9 @@
 import numpy as np
 import pytest
 
-from fewshot.classifiers import ArraySupport, FusionClassifier, PrototypeClassifier, ZeroShotClassifier, \
-    make_classifier
+from fewshot.classifiers import ArraySupport, FusionClassifier, PrototypeClassifier, ZeroShotClassifier, make_classifier
 from fewshot.classifiers.fusion import cache_scores
-from tests.conftest import unit_rows
-
-
-def clustered(rng, C=6, shots=5, d=16, noise=0.6, text_noise=0.8):
-    centres = unit_rows(rng.normal(size=(C, d)))
-    labels = np.repeat(np.arange(C), shots)
-    vectors = unit_rows(centres[labels] + noise * rng.normal(size=(len(labels), d)) / np.sqrt(d))
-    text = unit_rows(centres + text_noise * rng.normal(size=(C, d)) / np.sqrt(d))
-    queries_y = np.repeat(np.arange(C), 10)
-    queries = unit_rows(centres[queries_y] + noise * rng.normal(size=(len(queries_y), d)) / np.sqrt(d))
-    return vectors, labels, text, queries, queries_y
+from tests.fakes import clustered, unit_rows
 
 
 def test_shapes_and_registry(rng):

@@ -4,7 +4,7 @@ import pytest
 
 from fewshot.classifiers import ArraySupport, LinearProbeClassifier, PrototypeClassifier, make_classifier
 from fewshot.classifiers.linear import stratified_folds
-from tests.classifiers.test_fusion import clustered
+from tests.fakes import clustered
 
 
 def test_shapes_and_cv(rng):

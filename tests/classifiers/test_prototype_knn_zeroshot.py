@@ -2,11 +2,17 @@
 import numpy as np
 import pytest
 
-from fewshot.classifiers import ArraySupport, KNNClassifier, PrototypeClassifier, SimpleShotClassifier, \
-    ZeroShotClassifier, make_classifier
+from fewshot.classifiers import (
+    ArraySupport,
+    KNNClassifier,
+    PrototypeClassifier,
+    SimpleShotClassifier,
+    ZeroShotClassifier,
+    make_classifier,
+)
 from fewshot.errors import DimensionMismatchError, InvalidInputError, NotFittedError
 from fewshot.index.support_index import SupportIndex
-from tests.conftest import unit_rows
+from tests.fakes import unit_rows
 
 
 @pytest.fixture

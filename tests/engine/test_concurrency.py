@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from fewshot import FewShotEngine
-from tests.hardening_fakes import FakeTextEncoder, unit
+from tests.fakes import FakeTextEncoder, unit
 
 QUERIES = unit(np.random.default_rng(5), 6)
 TEXTS = ["query one", "query two", "another query"]

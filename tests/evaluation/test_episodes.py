@@ -6,9 +6,18 @@ import pytest
 import torch
 
 from fewshot.classifiers import CLASSIFIERS, PrototypeClassifier
-from fewshot.evaluation.episodes import (BATCHED, confidence_interval, evaluate_episodes, looped_scores, run_all_classes,
-                              run_episodic, run_zero_shot, sample_episodes, sample_shots)
 from fewshot.errors import InvalidInputError
+from fewshot.evaluation.episodes import (
+    BATCHED,
+    confidence_interval,
+    evaluate_episodes,
+    looped_scores,
+    run_all_classes,
+    run_episodic,
+    run_zero_shot,
+    sample_episodes,
+    sample_shots,
+)
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -1,10 +1,16 @@
 import numpy as np
 import pytest
 
-from fewshot.errors import CorruptIndexError, DimensionMismatchError, DuplicateClassError, NonFiniteError, \
-    UnknownClassError, VersionMismatchError
+from fewshot.errors import (
+    CorruptIndexError,
+    DimensionMismatchError,
+    DuplicateClassError,
+    NonFiniteError,
+    UnknownClassError,
+    VersionMismatchError,
+)
 from fewshot.index.support_index import SupportIndex
-from tests.conftest import unit_rows
+from tests.fakes import unit_rows
 
 
 def build(index_type="flat", seed=0, n_classes=6, per_class=7, dim=16):

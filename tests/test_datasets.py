@@ -7,8 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fewshot.datasets import (LabelledData, load_clinc150, load_csv, load_dataset, load_image_folder, load_jsonl,
-                          load_omniglot)
+from fewshot.datasets import (
+    LabelledData,
+    load_clinc150,
+    load_csv,
+    load_dataset,
+    load_image_folder,
+    load_jsonl,
+    load_omniglot,
+)
 from fewshot.errors import DataFormatError
 
 SHARED = Path("/work/shared/data")

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from fewshot import FewShotEngine, Prediction
-from fewshot.errors import CorruptIndexError, DimensionMismatchError, DuplicateClassError, EmptyClassError, \
-    EmptyInputError, InvalidInputError, NonFiniteError, NotFittedError, UnknownClassError
+from fewshot.errors import (
+    CorruptIndexError,
+    DimensionMismatchError,
+    DuplicateClassError,
+    EmptyClassError,
+    EmptyInputError,
+    InvalidInputError,
+    NonFiniteError,
+    NotFittedError,
+    UnknownClassError,
+)
 
 QUERIES = ["where is my card?", "hello, good morning", "how much is a dollar in euros", "my card never came"]
 

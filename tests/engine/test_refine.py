@@ -191,7 +191,7 @@ def test_engines_saved_before_the_class_relative_default_keep_their_rejection(mi
     meta["encoder_trained_texts"] = ["I lost my card"]    # and the older key only
     del meta["encoder_seen_texts"]
     meta_path.write_text(json.dumps(meta))
-    from fewshot.index.storage import MANIFEST, sha256_file    # re-seal the edited file, as an older version saved it
+    from fewshot.index.storage import MANIFEST, sha256_file  # re-seal the edited file, as an older version saved it
     manifest_path = meta_path.parent / MANIFEST
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["engine.json"] = {"sha256": sha256_file(meta_path), "bytes": meta_path.stat().st_size}
@@ -199,3 +199,49 @@ def test_engines_saved_before_the_class_relative_default_keep_their_rejection(mi
     old = FewShotEngine.load(tmp_path / "eng")
     assert old.openset_config["score"] == "max-score"
     assert old.encoder_seen_texts == frozenset({"I lost my card"})
+
+
+def test_auto_refine_picks_a_method_that_applies_to_an_image_engine(fake_image_encoder):
+    """With >= 4 examples per class 'auto' would fine-tune a text encoder; an image encoder cannot, so it takes the
+    linear probe instead of raising."""
+    from PIL import Image
+
+    eng = FewShotEngine(encoder=fake_image_encoder)
+    for c, colour in enumerate([(250, 10, 10), (10, 250, 10), (10, 10, 250)]):
+        eng.add_class(f"c{c}", examples=[Image.new("RGB", (8, 8), tuple(min(255, v + 3 * i) for v in colour))
+                                         for i in range(5)])
+    assert eng.refine("auto") == "linear" and eng.classifier_name == "linear"
+    assert eng.predict([Image.new("RGB", (8, 8), (240, 20, 20))])[0].label == "c0"
+
+
+def test_a_failed_refine_leaves_the_engine_on_its_fitted_classifier(fake_text_encoder):
+    from fewshot.errors import NotFittedError
+
+    eng = FewShotEngine(encoder=fake_text_encoder)
+    eng.add_class("a", description="alpha things")
+    eng.add_class("b", description="beta things")
+    before = eng.predict(["alpha things"])
+    with pytest.raises(InvalidInputError):
+        eng.refine("linear", bogus=1)                  # a bad option: typed error
+    with pytest.raises(NotFittedError):
+        eng.refine("logreg")                           # the plain baseline needs examples; these classes have none
+    assert eng.classifier_name == "prototype"
+    assert eng.predict(["alpha things"]) == before
+
+
+def test_a_loaded_fine_tuned_engine_can_be_saved_again_and_again(minilm, tmp_path, monkeypatch):
+    """The tuned encoder lives inside the save's snapshot; a re-save must copy it into the new snapshot (the old
+    one is deleted by that save), so every later load still finds it."""
+    record_finetunes(minilm, monkeypatch)
+    eng = six_per_class_engine(minilm)
+    eng.refine("encoder")
+    queries = ["alpha example number 2", "gamma example number 5"]
+    expected = [p.label for p in eng.predict(queries)]
+    eng.save(tmp_path / "eng")
+    for round_ in range(2):
+        loaded = FewShotEngine.load(tmp_path / "eng")
+        assert [p.label for p in loaded.predict(queries)] == expected
+        assert (tmp_path / "eng").exists()
+        loaded.add_examples("beta", [f"beta extra {round_}"])
+        loaded.save(tmp_path / "eng")  # deletes the snapshot the loaded encoder was read from
+    assert FewShotEngine.load(tmp_path / "eng").index.example_counts().tolist() == [6, 8, 6]

@@ -11,7 +11,7 @@ import numpy as np
 
 from fewshot import FewShotEngine
 from fewshot.errors import CorruptIndexError
-from tests.hardening_fakes import FakeTextEncoder, unit
+from tests.fakes import FakeTextEncoder, unit
 
 QUERIES = unit(np.random.default_rng(123), 8)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fewshot.cli import main as cli_main
 from fewshot.encoders.onnx import load_onnx, preprocess_image
 from fewshot.errors import InvalidInputError
-from fewshot.cli import main as cli_main
 from fewshot.export import export_encoder
 from tests.onnx_exports import exported, run_torch_free, scratch_dir
 

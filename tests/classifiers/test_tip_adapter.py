@@ -1,9 +1,14 @@
 """Tip-Adapter-F style cache fine-tune."""
 import numpy as np
 
-from fewshot.classifiers import ArraySupport, FusionClassifier, TipAdapterFClassifier, ZeroShotClassifier, \
-    make_classifier
-from tests.classifiers.test_fusion import clustered
+from fewshot.classifiers import (
+    ArraySupport,
+    FusionClassifier,
+    TipAdapterFClassifier,
+    ZeroShotClassifier,
+    make_classifier,
+)
+from tests.fakes import clustered
 
 
 def test_shapes_and_registry(rng):

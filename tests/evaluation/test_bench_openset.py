@@ -1,6 +1,8 @@
 """fewshot bench --mode openset and --transductive, end to end on tiny CSV files."""
 import json
 
+import pytest
+
 from fewshot.cli import main
 
 TRAIN = {
@@ -71,3 +73,14 @@ def test_openset_score_and_target_flags_reach_the_detector(tmp_path):
         assert exc.code == 2
     else:
         raise AssertionError("an unknown --reject-score was accepted")
+
+
+def test_open_set_and_transductive_rows_refuse_methods_they_cannot_run(tmp_path):
+    """A row is labelled with the method that produced it: a batched-only method such as 'prototype-l2' is an
+    error in these modes, not a silent run of prototypes under its name."""
+    from fewshot.errors import InvalidInputError
+    from fewshot.evaluation.bench import _check_classifier_methods
+
+    _check_classifier_methods(["prototype", "linear", "logreg"], "--mode openset")
+    with pytest.raises(InvalidInputError, match="prototype-l2"):
+        _check_classifier_methods(["prototype", "prototype-l2"], "--mode openset")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fewshot.cli import main as cli_main
 from fewshot.datasets import LabelledData
 from fewshot.encoders.base import Encoder
 from fewshot.encoders.timm_image import AdaptedTimmEncoder, TimmImageEncoder, load_timm_dir
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
-from fewshot.cli import main as cli_main
 from fewshot.training.image_transfer import DEFAULTS, transfer_encoder
 
 

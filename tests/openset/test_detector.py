@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from fewshot.classifiers import ArraySupport
 from fewshot._core import softmax
+from fewshot.classifiers import ArraySupport
 from fewshot.index.support_index import SupportIndex
-from fewshot.openset.mahalanobis import RelativeMahalanobis
 from fewshot.openset.detector import OOD_SCORES, OpenSetDetector, class_offsets, fit_temperature, loo_folds, loo_scores
-from tests.conftest import unit_rows
+from fewshot.openset.mahalanobis import RelativeMahalanobis
+from tests.fakes import unit_rows
 
 
 def clustered(rng, n_classes=8, per_class=12, dim=24, spread=0.6):

@@ -1,7 +1,6 @@
 """`fewshot bench` end to end on tiny data with a deterministic fake encoder (no model download, fast)."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -11,35 +10,14 @@ import fewshot.encoders
 from fewshot.cli import main as cli_main
 from fewshot.evaluation.bench import RESULT_KEYS
 from fewshot.evaluation.reports import markdown_table
-from fewshot.encoders.base import Encoder, l2_normalise
-
-TOPICS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
-
-
-class FakeTextEncoder(Encoder):
-    """Text → class direction of the first topic word it contains, plus hash noise. 32-d, unit norm."""
-
-    name = "fake-text"
-    dim = 32
-    modalities = frozenset({"text"})
-    calls = 0
-
-    def encode_text(self, texts, batch_size=64, show_progress_bar=None):
-        FakeTextEncoder.calls += 1
-        centres = np.random.default_rng(0).standard_normal((len(TOPICS), self.dim))
-        out = []
-        for t in texts:
-            noise = np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).standard_normal(self.dim)
-            hit = [i for i, w in enumerate(TOPICS) if w in t]
-            out.append((centres[hit[0]] if hit else 0) + 1.1 * noise)
-        return l2_normalise(np.array(out))
+from tests.fakes import TOPICS, ColourImageEncoder, TopicTextEncoder
 
 
 @pytest.fixture
 def fake_encoder(monkeypatch):
-    enc = FakeTextEncoder()
+    enc = TopicTextEncoder()
     monkeypatch.setattr(fewshot.encoders, "load_encoder", lambda name=None, **kw: enc)
-    FakeTextEncoder.calls = 0
+    TopicTextEncoder.calls = 0
     return enc
 
 
@@ -77,11 +55,11 @@ def test_episodic_json_report_contract(tmp_path, fake_encoder, capsys):
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy (%)" in capsys.readouterr().out
     # cached: a second run re-encodes nothing and gives identical numbers (seeded)
-    calls = FakeTextEncoder.calls
+    calls = TopicTextEncoder.calls
     assert bench(["--train", train, "--test", test, "--way", "3", "--shot", "1", "3", "--query", "4",
                             "--episodes", "40", "--method", "prototype", "simpleshot", "knn", "zero-shot",
                             "--json", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert FakeTextEncoder.calls == calls
+    assert TopicTextEncoder.calls == calls
     again = json.loads(out.read_text())
     assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in payload["results"]]
 
@@ -137,34 +115,16 @@ def test_markdown_table_percentages():
 def test_chunked_cache_equals_whole_and_resumes(tmp_path):
     from fewshot.evaluation.bench import encode_cached
 
-    enc = FakeTextEncoder()
+    enc = TopicTextEncoder()
     texts = [f"{TOPICS[i % 6]} item {i}" for i in range(10)]
-    FakeTextEncoder.calls = 0
+    TopicTextEncoder.calls = 0
     chunked = encode_cached(enc, texts, tmp_path, chunk_size=4, progress=False)
-    assert FakeTextEncoder.calls == 3 and len(list(tmp_path.glob("*.npy"))) == 3
+    assert TopicTextEncoder.calls == 3 and len(list(tmp_path.glob("*.npy"))) == 3
     np.testing.assert_allclose(chunked, enc.encode_text(texts), atol=1e-6)
-    FakeTextEncoder.calls = 0
+    TopicTextEncoder.calls = 0
     np.testing.assert_array_equal(encode_cached(enc, texts[:8], tmp_path, chunk_size=4, progress=False),
                                   chunked[:8])                 # a prefix reuses the cached chunks
-    assert FakeTextEncoder.calls == 0
-
-
-class FakeImageEncoder(Encoder):
-    """Image → (mean R, mean G, mean B, 1) plus a little pixel-hash noise, unit norm; no text."""
-
-    name = "fake-image"
-    dim = 4
-    modalities = frozenset({"image"})
-
-    def encode_images(self, images, batch_size=32, show_progress_bar=None):
-        from fewshot.encoders.base import load_image_rgb
-
-        out = []
-        for im in images:
-            px = np.asarray(load_image_rgb(im), np.float32) / 255
-            noise = np.random.default_rng(int(px.sum() * 1000)).standard_normal(4) * 0.05
-            out.append(np.r_[px.mean((0, 1)), 1.0] + noise)
-        return l2_normalise(np.array(out))
+    assert TopicTextEncoder.calls == 0
 
 
 def test_image_folder_one_pool(tmp_path, monkeypatch):
@@ -175,7 +135,7 @@ def test_image_folder_one_pool(tmp_path, monkeypatch):
         (tmp_path / "imgs" / name).mkdir(parents=True)
         for i in range(6):
             Image.new("RGB", (5, 5), tuple(min(255, c + 7 * i) for c in rgb)).save(tmp_path / "imgs" / name / f"{i}.png")
-    enc = FakeImageEncoder()
+    enc = ColourImageEncoder()
     monkeypatch.setattr(fewshot.encoders, "load_encoder", lambda name=None, **kw: enc)
     folder, out = str(tmp_path / "imgs"), tmp_path / "img.json"
     assert bench(["--train", folder, "--test", folder, "--way", "3", "--shot", "1", "2", "--query", "3",
@@ -188,8 +148,8 @@ def test_image_folder_one_pool(tmp_path, monkeypatch):
 
 def test_encoder_method_fine_tunes_per_repeat_in_all_mode(tmp_path, monkeypatch):
     """``--method encoder``: the real MiniLM fine-tuned on each repeat's support (tiny: 3 classes × 4 shots)."""
-    from fewshot.evaluation.bench import prepare, run_mode
     from fewshot.errors import InvalidInputError
+    from fewshot.evaluation.bench import prepare, run_mode
 
     rows = {"card_lost": ["I lost my card", "my card was stolen", "card missing since yesterday",
                           "where is my bank card", "cannot find my card", "someone took my card"],

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from fewshot.index import storage
 from fewshot.errors import CorruptIndexError, InvalidInputError, VersionMismatchError
+from fewshot.index import storage
 
 
 def write_files(content):
