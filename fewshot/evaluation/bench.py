@@ -182,10 +182,11 @@ def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), sho
     cv = data.class_vectors[keep_cols] if data.class_vectors is not None else None
     out = []
     for k in shots:
+        draws = _draws(train_y, len(keep_cols), k, repeats, seed)
         for m in methods:
             rows, t0 = [], time.perf_counter()
             for r in range(repeats):
-                scores, support, queries = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), k, seed + r,
+                scores, support, queries = _score_repeat(m, train_x, train_y, data.test_x, len(keep_cols), draws[r],
                                                 cv, transductive)
                 det = OpenSetDetector(score=score, keep=keep, target=target).fit(support, m)
                 accepted = det.accept(scores, queries)
@@ -209,19 +210,26 @@ def _classifier_names() -> list[str]:
     return sorted(CLASSIFIERS)
 
 
+def _draws(train_y: np.ndarray, n_classes: int, shots: int, repeats: int, seed: int) -> list[np.ndarray]:
+    """Per repeat, the (C·K,) TRAIN rows of K shots per class: ``sample_shots`` exactly as mode 'all' draws them
+    (same seed → same supports), so open-set and transductive rows see the same draws; [] rows for 0 shots."""
+    from fewshot.evaluation.episodes import sample_shots
+
+    if not shots:
+        return [np.zeros(0, np.int64)] * repeats
+    return list(sample_shots(train_y, np.arange(n_classes), shots, repeats, seed).reshape(repeats, -1))
+
+
 def _score_repeat(method: str, train_x: np.ndarray | None, train_y: np.ndarray, test_x: np.ndarray, n_classes: int,
-                  shots: int, seed: int, class_vectors: np.ndarray | None, transductive: bool):
-    """One 'all classes' repeat: K shots per class from TRAIN (0 = zero-shot), optionally adapted to the
+                  idx: np.ndarray, class_vectors: np.ndarray | None, transductive: bool):
+    """One 'all classes' repeat on the TRAIN rows ``idx`` (none = zero-shot), optionally adapted to the
     unlabeled TEST pool (recenter + soft k-means, temperature from support LOO). Returns ((Mq, C) scores,
     the support view the classifier was fitted on, the (Mq, d) queries as that view sees them)."""
     from fewshot.adapt import Adaptation
     from fewshot.classifiers import ArraySupport, make_classifier
     from fewshot.openset.detector import fit_temperature, loo_scores
 
-    rng = np.random.default_rng(seed)
-    if shots:
-        idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), shots, replace=False)
-                              for c in range(n_classes)])
+    if len(idx):
         support: Support = ArraySupport(cast(np.ndarray, train_x)[idx], train_y[idx], n_classes, class_vectors)
     else:
         if class_vectors is None:
@@ -253,11 +261,12 @@ def run_transductive(data: BenchData, mode: str, *, methods: Sequence[str], shot
     methods = ["zero-shot"] if mode == "zero-shot" else list(methods)
     out = []
     for k in shots:
+        draws = _draws(data.train_y, len(data.classes), k, repeats if k else 1, seed)
         for m in methods:
             accs, t0 = [], time.perf_counter()
-            for r in range(repeats if k else 1):
-                scores, _, _ = _score_repeat(m, data.train_x, data.train_y, data.test_x, len(data.classes), k,
-                                          seed + r, data.class_vectors, True)
+            for idx in draws:
+                scores, _, _ = _score_repeat(m, data.train_x, data.train_y, data.test_x, len(data.classes), idx,
+                                             data.class_vectors, True)
                 accs.append(float((scores.argmax(1) == data.test_y).mean()))
             out.append(_repeats_row(mode, f"{m}+transductive", len(data.classes), k, accs, time.perf_counter() - t0))
     return out

@@ -43,12 +43,12 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from fewshot._core import torch_threads
+from fewshot._core import check_float, check_int, default_threads, torch_threads
 from fewshot.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def calibration_holdout(labels: np.ndarray, fraction: float, seed: int, min_tota
     return kept_away if kept_away.sum() >= min_total else np.zeros(len(labels), bool)
 
 
-def _load_st(base) -> tuple[object, str]:
+def _load_st(base: Any) -> tuple[Any, str]:
     """A fresh trainable SentenceTransformer copy of ``base`` (encoder object, registry name or path)."""
     from fewshot.encoders import Encoder, load_encoder
 
@@ -150,17 +150,84 @@ def _param_groups(model, lr: float, layer_decay: float, train_layers: int | None
     return out
 
 
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of ``finetune_encoder``, validated on construction (typed ``InvalidInputError``).
+
+    Fields:
+        loss: ``'contrastive'`` (supervised contrastive over P×K batches, no head) or ``'cross-entropy'``
+            (cosine-softmax head initialised from prototypes and class texts).
+        lr: learning rate of the top layer (None: 2e-5 contrastive, 3e-5 cross-entropy); layer_decay: factor per
+            layer below it (None: 1.0 contrastive, 0.8 cross-entropy).
+        train_layers: only the last N transformer layers are trained (None = all).
+        batch_size: texts per step (cross-entropy); scale: logit scale of the cosine head.
+        temperature: of the contrastive loss; classes_per_batch: P of its P×K batches.
+        max_epochs: cap for early stopping; default_epochs: epochs when nothing is held out.
+        patience: epochs without held-out improvement before stopping; val_fraction: share of each class (>= 3
+            examples) held out for early stopping (0: none, ``default_epochs`` are run).
+        refit: retrain on the whole support for the chosen number of epochs.
+        max_seconds: stop early (after the current epoch) once training took this long.
+        weight_decay: AdamW; head_lr_mult: the head's learning rate over ``lr`` (cross-entropy).
+        seed: seeds torch, the hold-out split and batch order (same seed → same weights).
+        num_threads: torch CPU threads while training (None: ``fewshot._core.default_threads()``). Restored after.
+    """
+
+    loss: FinetuneLoss = "contrastive"
+    lr: float | None = None
+    layer_decay: float | None = None
+    train_layers: int | None = None
+    batch_size: int = 32
+    scale: float = 20.0
+    temperature: float = 0.1
+    classes_per_batch: int = 16
+    max_epochs: int = 8
+    default_epochs: int = 3
+    patience: int = 2
+    val_fraction: float = 0.2
+    refit: bool = True
+    max_seconds: float | None = None
+    weight_decay: float = 0.01
+    head_lr_mult: float = 50.0
+    seed: int = 0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in get_args(FinetuneLoss):
+            raise InvalidInputError(f"loss must be 'contrastive' or 'cross-entropy', got {self.loss!r}")
+        for name in ("lr", "layer_decay", "max_seconds"):
+            if getattr(self, name) is not None:
+                check_float(name, getattr(self, name), 0.0)
+        for name in ("scale", "temperature"):
+            check_float(name, getattr(self, name), 0.0)
+        for name, inclusive in (("weight_decay", True), ("head_lr_mult", True)):
+            check_float(name, getattr(self, name), 0.0, inclusive=inclusive)
+        for name, low in (("batch_size", 1), ("classes_per_batch", 2), ("max_epochs", 1), ("default_epochs", 1),
+                          ("patience", 1), ("seed", 0)):
+            check_int(name, getattr(self, name), low)
+        for name in ("train_layers", "num_threads"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
+        if not 0.0 <= check_float("val_fraction", self.val_fraction, 0.0, inclusive=True) < 1.0:
+            raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not isinstance(self.refit, (bool, np.bool_)):
+            raise InvalidInputError(f"refit must be True or False, got {self.refit!r}")
+
+    @property
+    def contrastive(self) -> bool:
+        return self.loss == "contrastive"
+
+    def resolved(self) -> FinetuneConfig:
+        """Loss-dependent defaults filled in (lr, layer_decay; no head for the contrastive loss)."""
+        return replace(self, lr=self.lr if self.lr is not None else (2e-5 if self.contrastive else 3e-5),
+                       layer_decay=self.layer_decay if self.layer_decay is not None else
+                       (1.0 if self.contrastive else 0.8),
+                       head_lr_mult=0.0 if self.contrastive else self.head_lr_mult)
+
+
 def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
-                     class_names: Sequence[str] | None = None, base="minilm", *,
-                     output_dir: str | os.PathLike | None = None, loss: FinetuneLoss = "contrastive",
-                     lr: float | None = None, layer_decay: float | None = None,
-                     train_layers: int | None = None, batch_size: int = 32, scale: float = 20.0,
-                     temperature: float = 0.1, classes_per_batch: int = 16,
-                     max_epochs: int = 8, default_epochs: int = 3, patience: int = 2, val_fraction: float = 0.2,
-                     refit: bool = True, max_seconds: float | None = None, weight_decay: float = 0.01,
-                     head_lr_mult: float = 50.0,
-                     seed: int = 0, num_threads: int | None = None,
-                     show_progress_bar: bool = True) -> EncoderRefineResult:
+                     class_names: Sequence[str] | None = None, base: Any = "minilm",
+                     config: FinetuneConfig | None = None, *, output_dir: str | os.PathLike | None = None,
+                     show_progress_bar: bool = True, **settings: Any) -> EncoderRefineResult:
     """Fine-tune a sentence-transformers encoder on labelled support texts (see the module docstring).
 
     Args:
@@ -168,48 +235,35 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
         class_names: C names/descriptions (humanised), used for the head's prior and as extra examples.
             ``None`` → head from prototypes only; classes must then all have examples.
         base: the encoder to start from (an ``Encoder``, a registry name such as ``'minilm'``, or ``'st:<path>'``).
+        config: a ``FinetuneConfig``; ``settings`` (its field names) override single fields of it.
         output_dir: where to save the tuned model (default: a new temporary directory).
-        loss: ``'contrastive'`` (supervised contrastive over P×K batches, no head) or ``'cross-entropy'``
-            (cosine-softmax head initialised from prototypes and names).
-        lr: learning rate of the top layer (default 2e-5 contrastive, 3e-5 cross-entropy); layer_decay: factor
-            per layer below it (default 1.0 contrastive, 0.8 cross-entropy).
-        temperature: of the contrastive loss; classes_per_batch: P of its P×K batches (cross-entropy batches
-            are ``batch_size`` random examples).
-        train_layers: only the last N transformer layers are trained (None = all).
-        max_epochs: cap for early stopping; default_epochs: epochs when nothing can be held out.
-        max_seconds: stop early (after the current epoch) once training took this long.
-        seed: seeds torch, the hold-out split and batch order (same seed → same weights).
-        num_threads: torch CPU threads while training (None → half the cores, at least 1: small batches on
-            busy CPUs slow down badly when threads oversubscribe). Restored afterwards.
     Returns:
         EncoderRefineResult (encoder, directory, epochs, history, seconds).
     """
     import torch
+
+    try:
+        cfg = replace(config or FinetuneConfig(), **settings).resolved()
+    except TypeError as exc:  # an unknown setting name
+        raise InvalidInputError(f"unknown fine-tune setting: {exc}; known: "
+                                f"{sorted(f.name for f in fields(FinetuneConfig))}") from None
+    with torch_threads(cfg.num_threads or default_threads()):
+        return _finetune(torch, texts, labels, class_names, base, cfg, output_dir, show_progress_bar)
+
+
+def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, output_dir, show_progress_bar):
     from tqdm.auto import tqdm
 
     from fewshot.encoders.sentence import SentenceTransformerEncoder
 
-    if loss not in get_args(FinetuneLoss):
-        raise InvalidInputError(f"loss must be 'contrastive' or 'cross-entropy', got {loss!r}")
-    if not temperature > 0 or int(classes_per_batch) < 2:
-        raise InvalidInputError(f"need temperature > 0 and classes_per_batch >= 2, got {temperature}, "
-                                f"{classes_per_batch}")
-    contrastive = loss == "contrastive"
-    lr = float(lr) if lr is not None else (2e-5 if contrastive else 3e-5)
-    layer_decay = float(layer_decay) if layer_decay is not None else (1.0 if contrastive else 0.8)
-    if contrastive:
-        head_lr_mult = 0.0
-    with torch_threads(int(num_threads) if num_threads else max(1, (os.cpu_count() or 2) // 2)):
-        return _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts, labels, class_names,
-                         base, output_dir, lr, layer_decay, train_layers, batch_size, scale, max_epochs,
-                         default_epochs, patience, val_fraction, refit, max_seconds, weight_decay, seed,
-                         show_progress_bar, head_lr_mult, contrastive, float(temperature), int(classes_per_batch))
-
-
-def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts, labels, class_names, base,
-              output_dir, lr, layer_decay, train_layers, batch_size, scale, max_epochs, default_epochs, patience,
-              val_fraction, refit, max_seconds, weight_decay, seed, show_progress_bar, head_lr_mult, contrastive,
-              temperature, classes_per_batch):
+    assert cfg.lr is not None and cfg.layer_decay is not None  # filled in by FinetuneConfig.resolved()
+    lr, layer_decay, train_layers, batch_size, scale = cfg.lr, cfg.layer_decay, cfg.train_layers, cfg.batch_size, \
+        cfg.scale
+    max_epochs, default_epochs, patience, val_fraction = cfg.max_epochs, cfg.default_epochs, cfg.patience, \
+        cfg.val_fraction
+    refit, max_seconds, weight_decay, seed = cfg.refit, cfg.max_seconds, cfg.weight_decay, cfg.seed
+    head_lr_mult, contrastive, temperature = cfg.head_lr_mult, cfg.contrastive, cfg.temperature
+    classes_per_batch = cfg.classes_per_batch
     t_start = time.perf_counter()
     texts = list(texts)
     y = np.asarray(labels, np.int64)
@@ -219,7 +273,7 @@ def _finetune(torch, tqdm, SentenceTransformerEncoder, InvalidInputError, texts,
     if class_names is None and len(np.unique(y)) < C:
         raise InvalidInputError("every class needs an example when class_names is None")
     model0, base_name = _load_st(base)
-    val = _holdout(y, val_fraction, seed)
+    val = _holdout(y, val_fraction, seed) if val_fraction > 0 else np.zeros(len(y), bool)
     can_validate = val.any()
 
     def run(train_idx: np.ndarray, n_epochs: int, val_idx: np.ndarray | None, phase: str, hist: list):

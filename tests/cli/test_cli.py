@@ -34,3 +34,24 @@ def test_demo_runs_end_to_end():
     assert "same predictions" in out.stdout
     accuracy = float(out.stdout.split("accuracy ")[1].split("= ")[1].split()[0])
     assert accuracy >= 0.8
+
+
+def test_models_command_lists_the_catalog_and_names_unknown_models(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_MODELS_DIR", str(tmp_path / "models"))
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"mpnet", "effnet-lite1", "effnet-lite2", "smollm2"} <= {r["name"] for r in rows}
+    assert not any(r["installed"] for r in rows)                    # an empty models directory
+    assert main(["models", "path", "mpnet"]) == 2                   # not installed: typed error, exit status 2
+    assert "fewshot models install mpnet" in capsys.readouterr().err
+    assert main(["models", "path", "no-such-model"]) == 2
+
+
+def test_adapt_is_a_deprecated_alias_of_transfer(capsys):
+    import pytest
+
+    for name in ("transfer", "adapt"):
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+    assert "Deprecated alias of 'fewshot transfer'" in capsys.readouterr().out
