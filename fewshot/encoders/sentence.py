@@ -54,6 +54,18 @@ class SentenceTransformerEncoder(Encoder):
         self.dim = int(cast(int, dim))   # typed int | None by sentence-transformers
         self.source = model_name_or_path
 
+    @classmethod
+    def from_model(cls, model, name: str) -> SentenceTransformerEncoder:
+        """Wrap an in-memory ``SentenceTransformer`` (e.g. one fewshot just fine-tuned) without writing it out;
+        ``save_to`` writes it when an engine is saved."""
+        self = cls.__new__(cls)
+        self.name, self.model, self.source = name, model.eval(), name
+        self.device = str(next(model.parameters()).device)
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") \
+            else model.get_sentence_embedding_dimension()
+        self.dim = int(dim)
+        return self
+
     def encode_text(self, texts: Sequence[str], batch_size: int = 64,
                     show_progress_bar: bool | None = None) -> np.ndarray:
         texts = check_texts(texts)

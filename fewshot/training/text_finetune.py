@@ -3,8 +3,8 @@
 Two entry points for ``FewShotEngine.refine``:
 
 * ``finetune_encoder(texts, labels, ...) -> EncoderRefineResult`` — light supervised fine-tune of a
-  sentence-transformers encoder on the support set, returning a new encoder saved in a directory
-  (reloadable as ``st:<dir>``).
+  sentence-transformers encoder on the support set, returning a new encoder (in memory, or saved in
+  ``output_dir`` and reloadable as ``st:<dir>``).
 
 Frozen-embedding methods (``fusion``, ``linear``, ``finetune``) live in ``fewshot.classifiers``; the engine fits
 them on its index with ``make_classifier(name).fit(index)``.
@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -62,8 +61,10 @@ class EncoderRefineResult:
     """What ``finetune_encoder`` returns.
 
     Attributes:
-        encoder: a ``SentenceTransformerEncoder`` over the tuned model (name ``'st:<directory>'``).
-        directory: where the tuned model is saved (reload with ``load_encoder('st:' + directory)``).
+        encoder: a ``SentenceTransformerEncoder`` over the tuned model (name ``'st:<directory>'`` when saved, else
+            ``'<base>+tuned-<weights digest>'``).
+        directory: where the tuned model is saved (reload with ``load_encoder('st:' + directory)``); None when it
+            was kept in memory (no ``output_dir``).
         epochs: epochs trained on the full support (0: fine-tuning never beat the frozen encoder on the
             held-out support, so the encoder is the unchanged base model).
         history: per-epoch dicts (phase, epoch, loss, val_accuracy, seconds).
@@ -75,7 +76,7 @@ class EncoderRefineResult:
     """
 
     encoder: SentenceTransformerEncoder
-    directory: str
+    directory: str | None
     epochs: int
     history: list = field(default_factory=list)
     seconds: float = 0.0
@@ -225,18 +226,19 @@ class FinetuneConfig:
 
 
 def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
-                     class_names: Sequence[str] | None = None, base: Any = "minilm",
+                     class_names: Sequence[str | Sequence[str]] | None = None, base: Any = "minilm",
                      config: FinetuneConfig | None = None, *, output_dir: str | os.PathLike | None = None,
                      show_progress_bar: bool = True, **settings: Any) -> EncoderRefineResult:
     """Fine-tune a sentence-transformers encoder on labelled support texts (see the module docstring).
 
     Args:
         texts: the m support texts; labels: (m,) class indices in [0, C).
-        class_names: C names/descriptions (humanised), used for the head's prior and as extra examples.
-            ``None`` → head from prototypes only; classes must then all have examples.
+        class_names: per class, a name/description (humanised) or several texts for it (e.g. prompt templates
+            filled with it): the head's prior is the normalised mean of their embeddings, and each text is one
+            extra training example of its class. ``None`` → head from prototypes only; every class needs examples.
         base: the encoder to start from (an ``Encoder``, a registry name such as ``'minilm'``, or ``'st:<path>'``).
         config: a ``FinetuneConfig``; ``settings`` (its field names) override single fields of it.
-        output_dir: where to save the tuned model (default: a new temporary directory).
+        output_dir: where to save the tuned model (default: nowhere, it stays in memory).
     Returns:
         EncoderRefineResult (encoder, directory, epochs, history, seconds).
     """
@@ -270,6 +272,13 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
     if len(texts) != len(y) or not len(texts):
         raise InvalidInputError(f"texts ({len(texts)}) and labels ({len(y)}) must be non-empty and of equal length")
     C = int(max(y.max() + 1, len(class_names) if class_names is not None else 0))
+    # one list of texts per class: a plain name is a list of one
+    class_texts = None if class_names is None else [[c] if isinstance(c, str) else list(c) for c in class_names]
+    if class_texts is not None and any(not t or not all(isinstance(x, str) and x.strip() for x in t)
+                                       for t in class_texts):
+        raise InvalidInputError("class_names must give every class a non-empty text (or non-empty texts)")
+    name_texts = [t for texts_c in class_texts for t in texts_c] if class_texts is not None else []
+    name_y = np.asarray([c for c, texts_c in enumerate(class_texts or []) for _ in texts_c], np.int64)
     if class_names is None and len(np.unique(y)) < C:
         raise InvalidInputError("every class needs an example when class_names is None")
     model0, base_name = _load_st(base)
@@ -286,13 +295,17 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
         with torch.no_grad():
             model.eval()
             emb = _encode(model, tr_texts, batch_size)
-            names = _encode(model, list(class_names), batch_size) if class_names is not None else None
+            names = None
+            if class_texts is not None:  # (C, d): normalised mean embedding of each class's texts
+                e = _encode(model, name_texts, batch_size)
+                names = torch.nn.functional.normalize(
+                    torch.zeros(C, e.shape[1]).index_add_(0, torch.from_numpy(name_y), e), dim=1)
             model.train()
         protos = torch.zeros(C, emb.shape[1]).index_add_(0, torch.from_numpy(tr_y), emb)
         init = protos + (names if names is not None else 0)
         head = torch.nn.Parameter(torch.nn.functional.normalize(init, dim=1))
-        all_texts = tr_texts + (list(class_names) if class_names is not None else [])
-        all_y = np.concatenate([tr_y, np.arange(C)]) if class_names is not None else tr_y
+        all_texts = tr_texts + name_texts
+        all_y = np.concatenate([tr_y, name_y]) if class_texts is not None else tr_y
         opt = torch.optim.AdamW(_param_groups(model, lr, layer_decay, train_layers, head, head_lr_mult),
                                 weight_decay=weight_decay)
         steps_per_epoch = int(math.ceil(len(all_texts) / batch_size))
@@ -390,15 +403,29 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
     if contrastive and class_names is None:  # a class with one text in training never formed a pair
         counts = np.bincount(y[trained], minlength=C)
         trained = trained[counts[y[trained]] >= 2]
-    directory = str(output_dir) if output_dir is not None else tempfile.mkdtemp(prefix="fewshot-encoder-")
-    os.makedirs(directory, exist_ok=True)
-    model.save(directory)
-    encoder = SentenceTransformerEncoder(directory, name=f"st:{directory}", device="cpu")
+    directory: str | None = None
+    if output_dir is not None:
+        directory = str(output_dir)
+        os.makedirs(directory, exist_ok=True)
+        model.save(directory)
+        encoder = SentenceTransformerEncoder(directory, name=f"st:{directory}", device="cpu")
+    else:  # kept in memory: no temporary folder left behind; an engine save writes it (save_to)
+        encoder = SentenceTransformerEncoder.from_model(model.to("cpu"), name=f"{base_name}+tuned-{_digest(model)}")
     return EncoderRefineResult(encoder=encoder, directory=directory, epochs=int(epochs), history=history,
                                seconds=time.perf_counter() - t_start,
                                trained_texts=frozenset(texts[i] for i in trained),
                                selection_texts=frozenset(texts[i] for i in all_idx[val])
                                if can_validate and epochs else frozenset())  # 0 epochs: the base encoder
+
+
+def _digest(model: Any) -> str:
+    """A short fingerprint of the trained weights (names tuned encoders apart, e.g. in embedding caches)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for _, p in sorted(model.named_parameters())[-4:]:
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def _pk_batches(labels: np.ndarray, classes_per_batch: int, rng: np.random.Generator,

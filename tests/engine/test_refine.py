@@ -70,12 +70,12 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     held_out = {t for texts in CLASSES.values() for t in texts[-2:]}
 
     def fake_finetune(texts, labels, class_names=None, base=None, **options):  # no training: the bookkeeping
-        assert options["refit"] is False  # the engine keeps the held-out part unseen by default
+        assert options["config"].refit is False  # the engine keeps the held-out part unseen
         return refine.EncoderRefineResult(encoder=type(minilm)(minilm.source), directory=minilm.source, epochs=1,
                                           trained_texts=frozenset(texts) - held_out)
 
     monkeypatch.setattr(refine, "finetune_encoder", fake_finetune)
-    eng.refine("encoder")
+    eng.refine("encoder", calibration_fraction=0.2)
     assert eng._unseen_by_encoder() is None  # 6 unseen < MIN_UNSEEN_FOR_CALIBRATION: calibrate on all
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
     mask = eng._unseen_by_encoder()
@@ -98,7 +98,7 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert reloaded.encoder_seen_texts == eng.encoder_seen_texts
     np.testing.assert_array_equal(reloaded._unseen_by_encoder(), mask)
     assert FewShotEngine.load(tmp_path / "eng", encoder=minilm).encoder_seen_texts == frozenset()  # other encoder
-    eng.refine("encoder")  # a second refine keeps what the first one trained on
+    eng.refine("encoder", calibration_fraction=0.2)  # a second refine keeps what the first one trained on
     assert eng.encoder_seen_texts >= reloaded.encoder_seen_texts
 
 
@@ -141,11 +141,13 @@ def test_encoder_refine_keeps_a_calibration_part_away_from_training_and_early_st
 
     received = record_finetunes(minilm, monkeypatch, selection_every=4)
     eng = six_per_class_engine(minilm)
-    eng.refine("encoder")  # 2 per class kept away = 6 < MIN_UNSEEN_FOR_CALIBRATION: nothing kept away
+    eng.refine("encoder")  # by default nothing is kept away: every label trains
+    assert len(received[-1]) == 18
+    eng.refine("encoder", calibration_fraction=0.2)  # 2 per class = 6 < MIN_UNSEEN_FOR_CALIBRATION: none kept
     assert len(received[-1]) == 18 and eng._unseen_by_encoder() is None
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
     eng = six_per_class_engine(minilm)
-    eng.refine("encoder", seed=3)
+    eng.refine("encoder", seed=3, calibration_fraction=0.2)
     kept_away = set(sum(SIX_PER_CLASS.values(), [])) - set(received[-1])
     assert len(received[-1]) == 12 and len(kept_away) == 6
     assert all(sum(x in kept_away for x in xs) == 2 for xs in SIX_PER_CLASS.values())  # a fifth, rounded up
@@ -166,10 +168,10 @@ def test_a_second_encoder_refine_keeps_the_first_ones_calibration_part_unseen(mi
     monkeypatch.setattr(engine_module, "MIN_UNSEEN_FOR_CALIBRATION", 6)
     received = record_finetunes(minilm, monkeypatch)
     eng = six_per_class_engine(minilm)
-    eng.refine("encoder", seed=0)
+    eng.refine("encoder", seed=0, calibration_fraction=0.2)
     first_kept_away = set(sum(SIX_PER_CLASS.values(), [])) - set(received[-1])
     for seed in (1, 2, 3):  # another seed would draw other examples if it could
-        eng.refine("encoder", seed=seed)
+        eng.refine("encoder", seed=seed, calibration_fraction=0.2)
         assert not set(received[-1]) & first_kept_away
     mask = eng._unseen_by_encoder()
     assert {x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m} == first_kept_away

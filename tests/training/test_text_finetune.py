@@ -4,6 +4,7 @@ import pytest
 
 from fewshot.encoders import load_encoder
 from fewshot.engine.lifecycle import choose_method
+from fewshot.errors import InvalidInputError
 from fewshot.training.text_finetune import finetune_encoder
 
 TEXTS = ["I lost my card", "my card is gone", "where is my card", "card missing since yesterday",
@@ -124,3 +125,30 @@ def test_cross_entropy_variant_and_trained_texts(tmp_path):
         finetune_encoder(TEXTS, LABELS, temperature=0, show_progress_bar=False)
     with pytest.raises(ValueError, match="two or more"):  # singletons without names: no pair to contrast
         finetune_encoder(TEXTS[:1] + TEXTS[4:5], np.array([0, 1]), show_progress_bar=False)
+
+
+def test_without_output_dir_the_tuned_model_stays_in_memory(minilm, tmp_path, monkeypatch):
+    """No temporary folder per fine-tune (each held a ~90 MB model copy); the engine writes it when saved."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    idx = [0, 1, 4, 5]
+    res = finetune_encoder([TEXTS[i] for i in idx], LABELS[idx], class_names=["lost card", "account balance"],
+                           default_epochs=1, batch_size=4, train_layers=1, show_progress_bar=False)
+    assert res.directory is None and "+tuned-" in res.encoder.name
+    assert list(tmp_path.iterdir()) == []
+    assert res.encoder.encode_text(["lost card"]).shape == (1, 384)
+    res.encoder.save_to(tmp_path / "saved")
+    reloaded = load_encoder(f"st:{tmp_path / 'saved'}", cache=False)
+    np.testing.assert_allclose(reloaded.encode(TEXTS), res.encoder.encode(TEXTS), atol=1e-6)
+
+
+def test_class_texts_can_be_several_prompts_per_class(minilm):
+    res = finetune_encoder(TEXTS[:2] + TEXTS[4:6], LABELS[[0, 1, 4, 5]],
+                           class_names=[["lost card", "This is about lost card."], ["account balance"]],
+                           default_epochs=1, batch_size=4, train_layers=1, show_progress_bar=False)
+    assert res.epochs == 1
+    with pytest.raises(InvalidInputError):
+        finetune_encoder(TEXTS[:2], LABELS[:2], class_names=[[], ["x"]], show_progress_bar=False)
+    with pytest.raises(InvalidInputError, match="unknown fine-tune setting"):
+        finetune_encoder(TEXTS[:2], LABELS[:2], bogus=1)

@@ -1,0 +1,120 @@
+"""``FewShotEngine.refine("auto")`` as a user runs it, beside the plain baselines, on three development sets.
+
+For each data set (Banking77, CLINC150 in-scope, StackOverflow-20), K shots per class and support draw r, the
+supports are exactly those of ``benchmarks/carryover.py`` (``sample_shots(train codes, all classes, K, 5,
+seed=0)[r]``). An engine is built the way an application would: ``FewShotEngine("minilm")``, one
+``add_class(name, examples=..., description=<humanised label>)`` per class; then ``refine("auto")`` (timed: the
+whole fit, including any encoder fine-tune and re-embedding of the support) and the whole TEST split is classified
+through the engine (re-embedded by the engine's possibly tuned encoder). On the same draw and the same frozen MiniLM
+embeddings: scikit-learn ``LogisticRegression(C=10, max_iter=2000)`` (``logreg``) and nearest prototype.
+
+    .venv/bin/python benchmarks/refine_auto.py [--datasets ...] [--shots 1 5 10] [--draws 5] [--method auto]
+
+writes benchmarks/results/refine_auto[_TAG].json and .md. Run with nothing else busy on the machine: the
+``seconds`` column is the fit time on its 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fewshot import FewShotEngine
+from fewshot.classifiers import ArraySupport, make_classifier
+from fewshot.evaluation.bench import prepare
+from fewshot.evaluation.episodes import confidence_interval, sample_shots
+from fewshot.templates import humanise_label
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from carryover import DATASETS  # noqa: E402 - the same data sets and splits
+
+BASELINES = ("logreg", "prototype")
+
+
+def run_dataset(name: str, shots: list[int], draws: int, method: str) -> list[dict]:
+    train, test = DATASETS[name]
+    data = prepare(str(train), str(test), "minilm")
+    assert data.train_inputs is not None and data.test_inputs is not None and data.train_x is not None
+    C = len(data.classes)
+    rows = []
+    for k in shots:
+        draw_rows = sample_shots(data.train_y, np.arange(C), k, draws, 0)  # (R, C, K), as run_all_classes draws
+        for r in range(draws):
+            idx = draw_rows[r].ravel()
+            row: dict = {"dataset": name, "shot": k, "draw": r}
+            for b in BASELINES:
+                support = ArraySupport(data.train_x[idx], data.train_y[idx], C)
+                scores = make_classifier(b).fit(support).scores(data.test_x)
+                row[b] = float((scores.argmax(1) == data.test_y).mean())
+            eng = FewShotEngine(encoder="minilm")
+            for c, label in enumerate(data.classes):
+                rows_c = draw_rows[r, c]
+                eng.add_class(label, examples=[data.train_inputs[i] for i in rows_c],
+                              description=humanise_label(label))
+            t0 = time.perf_counter()
+            row["chosen"] = eng.refine(method)
+            row["seconds"] = time.perf_counter() - t0
+            assert eng.classes == data.classes
+            queries = eng.embed(data.test_inputs, show_progress_bar=False)
+            row["accuracy"] = float((eng.scores_from_vectors(queries).argmax(1) == data.test_y).mean())
+            rows.append(row)
+            print(f"[refine_auto] {name} K={k} draw {r}: {row['chosen']} {100 * row['accuracy']:.2f} "
+                  f"(logreg {100 * row['logreg']:.2f}) in {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def markdown(payload: dict) -> str:
+    lines = [f"# `refine(\"{payload['method']}\")` through the engine vs the plain baselines", "",
+             f"{payload['draws']} support draws per cell (the draws of `benchmarks/carryover.py`), all classes, "
+             "all of TEST, MiniLM. Δ = paired difference to scikit-learn `LogisticRegression(C=10, max_iter=2000)` "
+             "on the frozen embeddings of the same draw; seconds = mean wall time of `refine` (fit, incl. any "
+             "encoder fine-tune) on this 2-core machine. Written by `benchmarks/refine_auto.py`.", "",
+             "| data set | K | chosen | refine | logreg | prototype | Δ vs logreg (± 95% CI) | seconds |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    rows = payload["rows"]
+    for d in dict.fromkeys(r["dataset"] for r in rows):
+        for k in dict.fromkeys(r["shot"] for r in rows if r["dataset"] == d):
+            cell = [r for r in rows if r["dataset"] == d and r["shot"] == k]
+            acc, lr, pr = (np.array([r[key] for r in cell]) for key in ("accuracy", "logreg", "prototype"))
+            delta = acc - lr
+            chosen = ", ".join(sorted({r["chosen"] for r in cell}))
+            lines.append(f"| {d} | {k} | {chosen} | {100 * acc.mean():.2f} | {100 * lr.mean():.2f} | "
+                         f"{100 * pr.mean():.2f} | {100 * delta.mean():+.2f} ± {100 * confidence_interval(delta):.2f} | "
+                         f"{np.mean([r['seconds'] for r in cell]):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--method", default="auto")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from the fine-tunes in a long log
+    t0 = time.perf_counter()
+    rows = [r for d in args.datasets for r in run_dataset(d, args.shots, args.draws, args.method)]
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    payload = {"method": args.method, "encoder": "minilm", "draws": args.draws, "rows": rows,
+               "wall_seconds": round(time.perf_counter() - t0, 1), "loadavg_end": load}
+    stem = Path(args.out) / f"refine_{args.method}{'_' + args.tag if args.tag else ''}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(markdown(payload), encoding="utf-8")
+    print(markdown(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
