@@ -22,7 +22,7 @@ def build(minilm, shots):
 
 
 def test_auto_rule_follows_the_label_count(minilm):
-    assert build(minilm, 1).refine("auto") == "fusion"
+    assert build(minilm, 1).refine("auto") == "linear"
     assert build(minilm, 3).refine("auto") == "linear"
 
 

@@ -14,9 +14,10 @@ LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 
 def test_choose_method_rule():
     assert choose_method([0, 0, 0]) == "zero-shot"
-    assert choose_method([1, 1, 0]) == "fusion"
+    assert choose_method([1, 1, 0]) == "linear"
     assert choose_method([2, 3, 2]) == "linear"
     assert choose_method([5, 10, 8]) == "encoder"
+    assert choose_method([5, 10, 8], can_tune_encoder=False) == "linear"  # image, CLIP, ONNX engines
     with pytest.raises(ValueError):
         choose_method([])
     with pytest.raises(ValueError):
