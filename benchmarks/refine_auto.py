@@ -36,7 +36,7 @@ from carryover import DATASETS  # noqa: E402 - the same data sets and splits
 BASELINES = ("logreg", "prototype")
 
 
-def run_dataset(name: str, shots: list[int], draws: int, method: str) -> list[dict]:
+def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lambda rows: None) -> list[dict]:
     train, test = DATASETS[name]
     data = prepare(str(train), str(test), "minilm")
     assert data.train_inputs is not None and data.test_inputs is not None and data.train_x is not None
@@ -60,22 +60,28 @@ def run_dataset(name: str, shots: list[int], draws: int, method: str) -> list[di
             row["chosen"] = eng.refine(method)
             row["seconds"] = time.perf_counter() - t0
             assert eng.classes == data.classes
-            queries = eng.embed(data.test_inputs, show_progress_bar=False)
+            # the frozen encoder's TEST embeddings are already there; a tuned encoder re-embeds TEST
+            queries = data.test_x if eng.encoder.name == data.encoder else \
+                eng.embed(data.test_inputs, show_progress_bar=False)
             row["accuracy"] = float((eng.scores_from_vectors(queries).argmax(1) == data.test_y).mean())
             rows.append(row)
+            on_row(rows)
             print(f"[refine_auto] {name} K={k} draw {r}: {row['chosen']} {100 * row['accuracy']:.2f} "
                   f"(logreg {100 * row['logreg']:.2f}) in {row['seconds']:.1f} s", file=sys.stderr, flush=True)
     return rows
 
 
 def markdown(payload: dict) -> str:
-    lines = [f"# `refine(\"{payload['method']}\")` through the engine vs the plain baselines", "",
-             f"{payload['draws']} support draws per cell (the draws of `benchmarks/carryover.py`), all classes, "
+    status = "" if payload.get("complete", True) else " (INTERRUPTED: the cells list how many draws ran)"
+    lines = [f"# `refine(\"{payload['method']}\")` through the engine vs the plain baselines{status}", "",
+             f"Up to {payload['draws']} support draws per cell (the draws of `benchmarks/carryover.py`), all classes, "
              "all of TEST, MiniLM. Δ = paired difference to scikit-learn `LogisticRegression(C=10, max_iter=2000)` "
              "on the frozen embeddings of the same draw; seconds = mean wall time of `refine` (fit, incl. any "
              "encoder fine-tune) on this 2-core machine. Written by `benchmarks/refine_auto.py`.", "",
-             "| data set | K | chosen | refine | logreg | prototype | Δ vs logreg (± 95% CI) | seconds |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+             f"Load average at the last write: {payload.get('loadavg')} (the machine was shared: seconds are "
+             "upper bounds).", "",
+             "| data set | K | draws | chosen | refine | logreg | prototype | Δ vs logreg (± 95% CI) | seconds |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     rows = payload["rows"]
     for d in dict.fromkeys(r["dataset"] for r in rows):
         for k in dict.fromkeys(r["shot"] for r in rows if r["dataset"] == d):
@@ -83,7 +89,7 @@ def markdown(payload: dict) -> str:
             acc, lr, pr = (np.array([r[key] for r in cell]) for key in ("accuracy", "logreg", "prototype"))
             delta = acc - lr
             chosen = ", ".join(sorted({r["chosen"] for r in cell}))
-            lines.append(f"| {d} | {k} | {chosen} | {100 * acc.mean():.2f} | {100 * lr.mean():.2f} | "
+            lines.append(f"| {d} | {k} | {len(cell)} | {chosen} | {100 * acc.mean():.2f} | {100 * lr.mean():.2f} | "
                          f"{100 * pr.mean():.2f} | {100 * delta.mean():+.2f} ± {100 * confidence_interval(delta):.2f} | "
                          f"{np.mean([r['seconds'] for r in cell]):.1f} |")
     return "\n".join(lines) + "\n"
@@ -101,18 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from the fine-tunes in a long log
     t0 = time.perf_counter()
-    rows = [r for d in args.datasets for r in run_dataset(d, args.shots, args.draws, args.method)]
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    payload = {"method": args.method, "encoder": "minilm", "draws": args.draws, "rows": rows,
-               "wall_seconds": round(time.perf_counter() - t0, 1), "loadavg_end": load}
     stem = Path(args.out) / f"refine_{args.method}{'_' + args.tag if args.tag else ''}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    stem.with_suffix(".md").write_text(markdown(payload), encoding="utf-8")
-    print(markdown(payload))
+    done: list[dict] = []
+
+    def write(rows: list[dict], complete: bool = False) -> dict:
+        """The results so far (written after every draw, so an interrupted run keeps what it measured)."""
+        try:
+            load = [round(x, 2) for x in os.getloadavg()]
+        except OSError:
+            load = None
+        payload = {"method": args.method, "encoder": "minilm", "draws": args.draws, "complete": complete,
+                   "rows": done + rows, "wall_seconds": round(time.perf_counter() - t0, 1), "loadavg": load}
+        stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        stem.with_suffix(".md").write_text(markdown(payload), encoding="utf-8")
+        return payload
+
+    for d in args.datasets:
+        done += run_dataset(d, args.shots, args.draws, args.method, on_row=write)
+    print(markdown(write([], complete=True)))
     return 0
 
 
