@@ -7,7 +7,9 @@ is used for measuring, never for choosing. Writes benchmarks/results/openset_cli
     python benchmarks/openset_clinc.py --refine-encoder --shots 10   # → openset_clinc_refined.{json,md}
     python benchmarks/openset_clinc.py --shots 10 --classifier linear  # → openset_clinc_linear.{json,md}
 
-``--refine-encoder`` does what ``FewShotEngine.refine("encoder")`` does on each seed's support: a fifth of
+``--refine-encoder`` does what ``FewShotEngine.refine("encoder")`` did before its default changed (it is now
+``refine("encoder", loss="contrastive", train_layers=None, lr=2e-5, val_fraction=0.2, calibration_fraction=0.2)``;
+the committed openset_clinc_refined tables were written with that path), on each seed's support: a fifth of
 each class is kept away from the fine-tune (``fewshot.training.text_finetune.calibration_holdout``), MiniLM is fine-tuned on the
 rest (``fewshot.training.text_finetune.finetune_encoder``: contrastive loss, early stopping on a held-out part of it, no refit),
 support and queries are re-embedded, and thresholds are calibrated on the kept-away part only — examples that
@@ -72,7 +74,7 @@ def main() -> None:
             if args.refine_encoder:  # fine-tuned embeddings are kept per seed, so re-runs skip the fine-tune
                 cache = Path(args.refined_cache) / f"clinc_k{shots}_seed{seed}_kept_away.npz"
                 if not cache.exists():
-                    from fewshot.engine.engine import CALIBRATION_FRACTION, MIN_UNSEEN_FOR_CALIBRATION
+                    from fewshot.engine.lifecycle import CALIBRATION_FRACTION, MIN_UNSEEN_FOR_CALIBRATION
                     from fewshot.training.text_finetune import calibration_holdout, finetune_encoder
                     texts = [train.inputs[i] for i in idx]
                     unseen = calibration_holdout(y_train[idx], CALIBRATION_FRACTION, seed, MIN_UNSEEN_FOR_CALIBRATION)
