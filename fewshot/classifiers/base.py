@@ -10,7 +10,7 @@ from typing import Protocol, cast
 import numpy as np
 
 from fewshot._core import check_vectors, softmax
-from fewshot.errors import NotFittedError
+from fewshot.errors import InvalidInputError, NotFittedError
 
 
 class Support(Protocol):
@@ -151,6 +151,16 @@ class Classifier(ABC):
     def state(self) -> dict[str, np.ndarray]:
         """Learned arrays to save with an engine (empty for training-free methods)."""
         return {}
+
+    @staticmethod
+    def saved_class_rows(state: dict[str, np.ndarray], key: str, support: Support, what: str) -> np.ndarray:
+        """``state[key]`` as float32 (C, d) rows, one per class of ``support``; InvalidInputError when a save
+        holds another class count or dimension (``what`` names the array in the message)."""
+        rows = np.asarray(state[key], np.float32)
+        if rows.shape != (support.n_classes, support.dim):
+            raise InvalidInputError(f"saved {what} have shape {rows.shape}, but the support has {support.n_classes} "
+                                    f"classes of dim {support.dim}; call fit() to retrain")
+        return rows
 
     def restore(self, support: Support, state: dict[str, np.ndarray]) -> Classifier:
         """Rebind to ``support`` after loading, reusing learned ``state`` instead of training again.

@@ -200,10 +200,7 @@ class LinearProbeClassifier(Classifier):
 
     def restore(self, support: Support, state: dict[str, np.ndarray]) -> LinearProbeClassifier:
         """Rebind to ``support`` with the learned weights (no retraining). The class count must match."""
-        W = np.asarray(state["W"], np.float32)
-        if W.shape != (support.n_classes, support.dim):
-            raise InvalidInputError(f"saved linear weights have shape {W.shape}, but the support has "
-                             f"{support.n_classes} classes of dim {support.dim}; call fit() to retrain")
+        W = self.saved_class_rows(state, "W", support, "linear weights")
         self.support = support
         self.W_, self.b_ = W, np.asarray(state["b"], np.float32)
         self.lam_ = float(state["lam"])

@@ -57,10 +57,7 @@ class LogisticRegressionClassifier(Classifier):
         return {"W": self.W_, "b": self.b_}
 
     def restore(self, support: Support, state: dict[str, np.ndarray]) -> LogisticRegressionClassifier:
-        W = np.asarray(state["W"], np.float32)
-        if W.shape != (support.n_classes, support.dim):
-            raise InvalidInputError(f"saved logreg weights have shape {W.shape}, but the support has "
-                                    f"{support.n_classes} classes of dim {support.dim}; call fit() to retrain")
+        W = self.saved_class_rows(state, "W", support, "logreg weights")
         self.support = support
         self.W_, self.b_ = W, np.asarray(state["b"], np.float32)
         return self

@@ -122,10 +122,7 @@ class TipAdapterFClassifier(Classifier):
         """Rebind with the learned keys/centroids (no retraining); the support must have the same classes."""
         if support.n_classes == 0:
             raise NotFittedError("no classes: add at least one class before classifying")
-        M = np.asarray(state["M"], np.float32)
-        if M.shape != (support.n_classes, support.dim):
-            raise InvalidInputError(f"saved centroids have shape {M.shape}, but the support has {support.n_classes} "
-                             f"classes of dim {support.dim}; call fit() to retrain")
+        M = self.saved_class_rows(state, "M", support, "centroids")
         self.support = support
         self.M_, self.K_ = M, np.asarray(state["K"], np.float32)
         self.labels_ = np.asarray(state["labels"], np.int64)

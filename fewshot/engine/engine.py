@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -25,10 +25,12 @@ from fewshot.encoders.registry import load_encoder
 from fewshot.engine import lifecycle, persistence
 from fewshot.engine.predictions import Prediction, build_predictions, check_top_k, storable
 from fewshot.errors import EmptyClassError, InvalidInputError, NotFittedError
-from fewshot.export import Quantize
 from fewshot.index import IndexType, SupportIndex, storage
 from fewshot.openset import OpenSetDetector
 from fewshot.templates import prompt_vectors
+
+if TYPE_CHECKING:
+    from fewshot.export import Quantize
 
 __all__ = ["FewShotEngine", "Prediction"]
 

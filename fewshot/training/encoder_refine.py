@@ -43,18 +43,11 @@ def refine_encoder(engine: FewShotEngine, calibration_fraction: float | None = N
     if not 0.0 <= fraction <= 0.4:  # more would leave a 5-example class < 3 to train and stop on
         raise InvalidInputError(f"calibration_fraction must be in [0, 0.4], got {fraction}")
     classes = engine.index.classes
-    texts, labels = [], []
-    for c, name in enumerate(classes):
-        for x in engine.raw_examples.get(name, []):
-            if isinstance(x, str):
-                texts.append(x)
-                labels.append(c)
-    counts = engine.index.example_counts()
-    if len(texts) < counts.sum():
+    texts, labels_arr = example_texts(engine)
+    total = int(engine.index.example_counts().sum())
+    if len(texts) < total:
         raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
-                                f"{len(texts)} of {int(counts.sum())} (keep_examples=False, vectors, or "
-                                "images were added)")
-    labels_arr = np.asarray(labels, np.int64)
+                                f"{len(texts)} of {total} (keep_examples=False, vectors, or images were added)")
     # drawn among texts no earlier refine saw: a second refine keeps the first one's calibration part unseen
     unseen_so_far = np.array([t not in engine.encoder_seen_texts for t in texts], bool)
     kept_away = text_finetune.calibration_holdout(labels_arr, fraction, int(options.get("seed", 0)),
@@ -85,13 +78,23 @@ def refine_encoder(engine: FewShotEngine, calibration_fraction: float | None = N
     return "linear"
 
 
+def example_texts(engine: FewShotEngine) -> tuple[list[str], np.ndarray]:
+    """The kept raw examples that are texts, in class order, and their (m,) class indices."""
+    texts, labels = [], []
+    for c, name in enumerate(engine.index.classes):
+        for x in engine.raw_examples.get(name, []):
+            if isinstance(x, str):
+                texts.append(x)
+                labels.append(c)
+    return texts, np.asarray(labels, np.int64)
+
+
 def can_refine_encoder(engine: FewShotEngine) -> bool:
     """A sentence-transformers text encoder, and every example's text kept (what ``refine_encoder`` needs)."""
     from fewshot.encoders.sentence import SentenceTransformerEncoder
 
-    counts = engine.index.example_counts()
-    texts = sum(isinstance(x, str) for name in engine.index.classes for x in engine.raw_examples.get(name, []))
-    return isinstance(engine.encoder, SentenceTransformerEncoder) and texts >= int(counts.sum())
+    return isinstance(engine.encoder, SentenceTransformerEncoder) and \
+        len(example_texts(engine)[0]) >= int(engine.index.example_counts().sum())
 
 
 lifecycle.register_refiner("encoder", refine_encoder, applies=can_refine_encoder)
