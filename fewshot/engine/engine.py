@@ -4,7 +4,8 @@
     eng.add_class("card_lost", examples=["I lost my card"], description="the customer lost a card")
     eng.predict(["where is my card?"], top_k=3)
 
-Thread-safe: mutations and predictions take one lock around index/classifier state; encoding runs outside it.
+Thread-safe: mutations and predictions take one lock around index/classifier state; encoding runs outside it,
+and so does an encoder refine's training (the engine serves its old state until the new one is swapped in).
 The save format is ``persistence``; refine / calibration policies are ``lifecycle``.
 """
 from __future__ import annotations
@@ -57,6 +58,7 @@ class FewShotEngine:
         self.encoder_seen_texts: frozenset[str] = frozenset()
         self._lock = threading.RLock()
         self._dirty = True
+        self._version = 0  # counts changes to the support: a refine that trained outside the lock checks it
 
     @property
     def classifier_name(self) -> str:
@@ -92,11 +94,14 @@ class FewShotEngine:
         has_examples = examples is not None and (not hasattr(examples, "__len__") or len(examples) > 0)
         if not has_examples and description is None and vectors is None:
             raise EmptyClassError(f"class {name!r} needs examples, a description or vectors; got none")
-        example_vectors = self.embed(cast("Sequence[Any]", examples)) if has_examples else None
-        extra = check_vectors(as_float_vectors(vectors, "vectors"), self.encoder.dim, "vectors") \
-            if vectors is not None else None
-        prompt = self.describe_vector(description) if description is not None else None
-        with self._lock:
+
+        def embedded(encoder: Encoder) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+            return (encoder.encode(check_input_list(cast("Sequence[Any]", examples))) if has_examples else None,
+                    check_vectors(as_float_vectors(vectors, "vectors"), encoder.dim, "vectors")
+                    if vectors is not None else None,
+                    self.describe_vector(description, encoder) if description is not None else None)
+
+        with lifecycle.embedded_by_current_encoder(self, embedded) as (example_vectors, extra, prompt):
             self.index.add_class(name, description=description, prompt_vector=prompt)
             for block in (example_vectors, extra):
                 if block is not None:
@@ -108,8 +113,8 @@ class FewShotEngine:
     def add_examples(self, name: str, examples: Sequence[Any]) -> None:
         """Add examples to an existing class."""
         self.index.entry(name)  # UnknownClassError before any encoding
-        example_vectors = self.embed(examples)
-        with self._lock:
+        with lifecycle.embedded_by_current_encoder(
+                self, lambda encoder: encoder.encode(check_input_list(examples))) as example_vectors:
             self.index.add_vectors(name, example_vectors)
             if self.keep_examples:
                 self.raw_examples.setdefault(name, []).extend(storable(x) for x in examples)
@@ -123,8 +128,10 @@ class FewShotEngine:
 
     def set_description(self, name: str, description: str | None) -> None:
         """Replace (or with None remove) a class's description and prompt vector."""
-        prompt = self.describe_vector(description) if description is not None else None
-        with self._lock:
+        def embedded(encoder: Encoder) -> np.ndarray | None:
+            return self.describe_vector(description, encoder) if description is not None else None
+
+        with lifecycle.embedded_by_current_encoder(self, embedded) as prompt:
             entry = self.index.entry(name)
             if prompt is None and not entry.ids:
                 raise EmptyClassError(f"class {name!r} has no examples; it cannot lose its description")
@@ -140,6 +147,7 @@ class FewShotEngine:
             self._changed()
 
     def _changed(self) -> None:
+        self._version += 1
         self._dirty = True
         self.openset = None
         self.adaptation = None  # refitted lazily from adapt_spec on the changed support
@@ -159,26 +167,23 @@ class FewShotEngine:
         ``"auto"`` picks by the labels per class (``fewshot.engine.lifecycle.choose_method``). A registered
         classifier name (``"fusion"``, ``"linear"``, ``"tip-adapter"`` …) switches to it, learned ones training on
         the support now (hyperparameters chosen by cross-validation on it). ``"encoder"`` fine-tunes the text
-        encoder on the kept examples (``fewshot.training.encoder_refine``), re-embeds the support and puts a
-        linear probe on top; the tuned encoder is saved with the engine."""
+        encoder on the kept examples outside the lock (predictions go on meanwhile), then swaps in the re-embedded
+        support with a linear probe on top (``lifecycle.refine_and_swap``); the tuned encoder is saved with it."""
         with self._lock:
-            if self.index.n_classes == 0:
+            if not self.index.n_classes:
                 raise NotFittedError("add classes before refining")
-            if method == "auto":
-                chosen = lifecycle.choose_method(self.index.example_counts(),
-                                                 lifecycle.refiner_applies("encoder", self))
-            else:
-                chosen = method
-            if chosen in lifecycle.REFINERS:
-                new = make_classifier(lifecycle.REFINERS[chosen](self, **options))
-            elif chosen in CLASSIFIERS:
-                new = make_classifier(chosen, **options)
-            else:
-                raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', one of "
-                                        f"{sorted(lifecycle.REFINERS)} or a classifier: {sorted(CLASSIFIERS)}")
-            new.fit(self._support_view())  # a failure here leaves the engine on its previous, fitted classifier
-            self.classifier, self._dirty, self.openset = new, False, None
-            return chosen
+            snapshot = lifecycle.take_snapshot(self)
+            chosen = lifecycle.choose_method(snapshot.counts, lifecycle.refiner_applies("encoder", snapshot)) \
+                if method == "auto" else method
+            if chosen not in lifecycle.REFINERS:
+                if chosen not in CLASSIFIERS:
+                    raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', one of "
+                                            f"{sorted(lifecycle.REFINERS)} or a classifier: {sorted(CLASSIFIERS)}")
+                (new := make_classifier(chosen, **options)).fit(self._support_view())  # may fail: nothing changed
+                self.classifier, self._dirty, self.openset = new, False, None
+                return chosen
+        lifecycle.refine_and_swap(self, lifecycle.REFINERS[chosen](snapshot, **options), snapshot)
+        return chosen
 
     def adapt(self, unlabeled: Sequence[Any] | np.ndarray, method: AdaptMethod = "recenter",
               **options: Any) -> None:

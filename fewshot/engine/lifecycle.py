@@ -3,18 +3,22 @@ refinements that train weights plug in, when support-set calibration runs, and w
 fine-tune never saw (open-set calibration uses only those)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fewshot.adapt import Adaptation, AdaptMethod
-from fewshot.classifiers import Classifier, Support
+from fewshot.classifiers import Classifier, Support, make_classifier
 from fewshot.errors import InvalidInputError
+from fewshot.index import IndexType, SupportIndex
 from fewshot.openset import fit_temperature, loo_scores
+from fewshot.templates import prompt_vectors
 
 if TYPE_CHECKING:
-    pass
+    from fewshot.encoders.base import Encoder
 
 #: open-set calibration after an encoder refine uses only examples the fine-tune never saw (neither trained on
 #: nor used for early stopping), if there are this many
@@ -60,24 +64,100 @@ def choose_method(example_counts: Sequence[int] | np.ndarray, can_tune_encoder: 
     return "encoder"
 
 
-#: a refinement that trains weights: ``fn(engine, **options)`` changes the engine's encoder / index (called with
-#: the engine lock held) and returns the classifier name to use on top
-Refiner = Callable[..., str]
+@dataclass(frozen=True)
+class SupportSnapshot:
+    """The engine's support as a refiner reads it, copied under the engine lock so that the refiner can train
+    outside it: the classes in order, their descriptions and kept raw examples, and what they were embedded with.
+    ``version`` tells whether the engine changed since (``FewShotEngine`` counts every change)."""
+
+    version: int
+    classes: tuple[str, ...]
+    descriptions: dict[str, str | None]
+    raw_examples: dict[str, tuple[Any, ...]]
+    counts: np.ndarray            # (C,) vectors per class in the index (raw examples + precomputed vectors)
+    encoder: Encoder
+    templates: tuple[str, ...]
+    index_type: IndexType
+    seen_texts: frozenset[str]    # texts earlier refines of this encoder line trained on or selected with
+
+    def example_texts(self) -> tuple[list[str], np.ndarray]:
+        """The kept raw examples that are texts, in class order, and their (m,) class indices."""
+        texts, labels = [], []
+        for c, name in enumerate(self.classes):
+            for x in self.raw_examples.get(name, ()):
+                if isinstance(x, str):
+                    texts.append(x)
+                    labels.append(c)
+        return texts, np.asarray(labels, np.int64)
+
+    def has_every_text(self) -> bool:
+        """Whether every vector in the index comes from a kept text example (so a new encoder can re-embed all)."""
+        return all(len(self.raw_examples.get(name, ())) == int(n) and
+                   all(isinstance(x, str) for x in self.raw_examples.get(name, ()))
+                   for name, n in zip(self.classes, self.counts))
+
+
+@dataclass(frozen=True)
+class RefinedEncoder:
+    """What a weight-training refiner returns: the new encoder, the classifier to fit on top, and the texts the
+    new encoder's whole line has seen (open-set calibration skips them)."""
+
+    encoder: Encoder
+    classifier: str
+    seen_texts: frozenset[str]
+
+
+#: a refinement that trains weights: ``fn(snapshot, **options) -> RefinedEncoder``, run OUTSIDE the engine lock on
+#: a ``SupportSnapshot``; it must not touch the engine. The engine then embeds the support with the new encoder,
+#: fits the classifier and swaps both in atomically (``FewShotEngine.refine``).
+Refiner = Callable[..., RefinedEncoder]
 #: name → refiner. ``fewshot.training.encoder_refine`` registers ``"encoder"`` (``import fewshot`` loads it): the
 #: run-time path never imports the training code, the training code plugs itself in.
 REFINERS: dict[str, Refiner] = {}
-#: name → ``applies(engine) -> bool``: whether that refiner can run on the engine (``refine("auto")`` asks)
-REFINER_APPLIES: dict[str, Callable[[Any], bool]] = {}
+#: name → ``applies(snapshot) -> bool``: whether that refiner can run on the support (``refine("auto")`` asks)
+REFINER_APPLIES: dict[str, Callable[[SupportSnapshot], bool]] = {}
+#: how often ``refine`` re-embeds outside the lock what arrived while it trained before it finishes under the lock
+SWAP_ATTEMPTS = 3
 
 
-def register_refiner(name: str, refiner: Refiner, applies: Callable[[Any], bool] = lambda engine: True) -> None:
-    """Make ``engine.refine(name)`` call ``refiner(engine, **options)``; ``applies(engine)`` tells whether it can."""
+def register_refiner(name: str, refiner: Refiner,
+                     applies: Callable[[SupportSnapshot], bool] = lambda snapshot: True) -> None:
+    """Make ``engine.refine(name)`` call ``refiner(snapshot, **options)``; ``applies(snapshot)`` tells whether it
+    can run."""
     REFINERS[name] = refiner
     REFINER_APPLIES[name] = applies
 
 
-def refiner_applies(name: str, engine: Any) -> bool:
-    return name in REFINERS and bool(REFINER_APPLIES[name](engine))
+def refiner_applies(name: str, snapshot: SupportSnapshot) -> bool:
+    return name in REFINERS and bool(REFINER_APPLIES[name](snapshot))
+
+
+def embed_support(encoder: Encoder, snapshot: SupportSnapshot, cache: dict[str, np.ndarray]) -> SupportIndex:
+    """A new SupportIndex of ``snapshot``'s classes, every example text and description embedded by ``encoder``.
+    ``cache`` maps texts (and ``"\0description\0" + text``) to vectors this encoder already gave; only the rest is
+    encoded, and added to it, so re-embedding after a few arrivals costs only those."""
+    if not snapshot.has_every_text():
+        raise InvalidInputError("re-embedding the support with a new encoder needs every example's text; a class "
+                                "holds vectors without their text (add_vectors, keep_examples=False, or images)")
+    texts, labels = snapshot.example_texts()
+    missing = list(dict.fromkeys(t for t in texts if t not in cache))
+    if missing:
+        cache.update(zip(missing, encoder.encode_text(missing, show_progress_bar=False)))
+    key = "\0description\0"
+    described = [str(d).strip() for d in snapshot.descriptions.values() if d is not None]
+    new_descriptions = list(dict.fromkeys(d for d in described if key + d not in cache))
+    if new_descriptions:  # every description in one encoding call
+        vectors = prompt_vectors(encoder.encode_text, snapshot.templates, new_descriptions)
+        cache.update(zip((key + d for d in new_descriptions), vectors))
+    index = SupportIndex(encoder.dim, index_type=snapshot.index_type)
+    for c, name in enumerate(snapshot.classes):
+        description = snapshot.descriptions[name]
+        index.add_class(name, description=description,
+                        prompt_vector=None if description is None else cache[key + description.strip()])
+        rows = [cache[t] for t, label in zip(texts, labels) if label == c]
+        if rows:
+            index.add_vectors(name, np.stack(rows))
+    return index
 
 
 def unseen_mask(classes: Sequence[str], counts: np.ndarray, raw_examples: dict[str, list[Any]],
@@ -107,3 +187,64 @@ def fit_adaptation(support: Support, classifier: Classifier, vectors: np.ndarray
         scores, truth = loo_scores(support, classifier)
         options["temperature"] = fit_temperature(scores, truth, classifier.logit_scale)
     return Adaptation(method, **options).fit(support, vectors)
+
+
+def refine_and_swap(engine: Any, refined: RefinedEncoder, snapshot: SupportSnapshot) -> None:
+    """Embed ``snapshot``'s support with the refined encoder, fit its classifier and swap both into ``engine``
+    atomically, all outside the engine lock while the engine serves its old state. If the support changed
+    meanwhile (``engine._version``), take the new snapshot and embed only what arrived; after
+    ``SWAP_ATTEMPTS - 1`` such rounds finish under the lock. A failure leaves the engine unchanged."""
+    vectors: dict[str, np.ndarray] = {}
+    for attempt in range(SWAP_ATTEMPTS):
+        last = attempt == SWAP_ATTEMPTS - 1
+        with contextlib.ExitStack() as stack:
+            if last:
+                stack.enter_context(engine._lock)
+                snapshot = take_snapshot(engine)
+            index = embed_support(refined.encoder, snapshot, vectors)
+            classifier = make_classifier(refined.classifier)
+            classifier.fit(index)
+            with engine._lock:  # re-entrant on the last attempt
+                if last or engine._version == snapshot.version:
+                    install(engine, refined, index, classifier)
+                    return
+                snapshot = take_snapshot(engine)
+
+
+def take_snapshot(engine: Any) -> SupportSnapshot:
+    """``engine``'s support as a refiner reads it. Call with the engine lock held."""
+    index = engine.index
+    return SupportSnapshot(
+        version=engine._version, classes=tuple(index.classes),
+        descriptions={name: index.entry(name).description for name in index.classes},
+        raw_examples={name: tuple(xs) for name, xs in engine.raw_examples.items()},
+        counts=index.example_counts().copy(), encoder=engine.encoder, templates=tuple(engine.templates),
+        index_type=index.index_type, seen_texts=engine.encoder_seen_texts)
+
+
+def install(engine: Any, refined: RefinedEncoder, index: SupportIndex, classifier: Classifier) -> None:
+    """Swap a refined encoder with its index and fitted classifier into ``engine``. Call with the engine lock
+    held. An adaptation was fitted in the old embedding space: it is dropped."""
+    engine.encoder, engine.index, engine.classifier = refined.encoder, index, classifier
+    engine.encoder_seen_texts = refined.seen_texts
+    engine.adapt_spec = None
+    engine._changed()
+    engine._dirty = False
+
+
+@contextlib.contextmanager
+def embedded_by_current_encoder(engine: Any, embed: Callable[[Encoder], Any]) -> Iterator[Any]:
+    """Run ``embed(encoder)`` outside ``engine``'s lock, then hold the lock for the ``with`` body. If a refine
+    swapped the encoder in between, embed again (the last try under the lock), so old-space vectors never reach
+    the new index."""
+    for attempt in range(SWAP_ATTEMPTS):
+        last = attempt == SWAP_ATTEMPTS - 1
+        with contextlib.ExitStack() as stack:
+            if last:
+                stack.enter_context(engine._lock)
+            encoder = engine.encoder
+            result = embed(encoder)
+            with engine._lock:  # re-entrant on the last attempt
+                if last or engine.encoder is encoder:
+                    yield result
+                    return

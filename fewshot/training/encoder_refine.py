@@ -3,14 +3,13 @@ index in the new space. Registered with the engine on import (``fewshot.engine.l
 run-time path never imports this training code."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fewshot.engine import lifecycle
 from fewshot.errors import InvalidInputError
-from fewshot.index import SupportIndex
-from fewshot.templates import expand, humanise_label, prompt_vectors
+from fewshot.templates import expand, humanise_label
 from fewshot.training import text_finetune
 from fewshot.training.text_finetune import FinetuneConfig
 
@@ -24,15 +23,13 @@ DEFAULT_CONFIG = FinetuneConfig(loss="cross-entropy", train_layers=2, lr=1e-4, l
 #: label trains; thresholds are then fitted on examples the encoder saw, so they reject less)
 DEFAULT_CALIBRATION_FRACTION = 0.0
 
-if TYPE_CHECKING:
-    from fewshot.engine import FewShotEngine
-
-
-def refine_encoder(engine: FewShotEngine, calibration_fraction: float | None = None, **options: Any) -> str:
-    """Fine-tune ``engine.encoder`` on the raw text examples (``options`` override fields of ``DEFAULT_CONFIG``,
-    see ``fewshot.training.text_finetune.FinetuneConfig``; e.g. ``loss="contrastive", val_fraction=0.2`` for the
-    earlier contrastive fine-tune with early stopping), re-embed every example and description with it, and
-    return ``"linear"`` (the classifier to put on top). Called with the engine lock held.
+def refine_encoder(snapshot: lifecycle.SupportSnapshot, calibration_fraction: float | None = None,
+                   **options: Any) -> lifecycle.RefinedEncoder:
+    """Fine-tune a copy of ``snapshot.encoder`` on the raw text examples (``options`` override fields of
+    ``DEFAULT_CONFIG``, see ``fewshot.training.text_finetune.FinetuneConfig``; e.g. ``loss="contrastive",
+    val_fraction=0.2`` for the earlier contrastive fine-tune with early stopping) and return it with ``"linear"``
+    (the classifier to put on top). Runs outside the engine lock and never touches the engine: the engine
+    re-embeds its support with the result and swaps it in (``lifecycle.refine_and_swap``).
 
     ``calibration_fraction`` (default ``DEFAULT_CALIBRATION_FRACTION`` = 0; ``lifecycle.CALIBRATION_FRACTION`` =
     0.2 when rejecting unknown inputs matters more than the last point of accuracy) of each class with >= 5
@@ -42,59 +39,32 @@ def refine_encoder(engine: FewShotEngine, calibration_fraction: float | None = N
     fraction = DEFAULT_CALIBRATION_FRACTION if calibration_fraction is None else calibration_fraction
     if not 0.0 <= fraction <= 0.4:  # more would leave a 5-example class < 3 to train and stop on
         raise InvalidInputError(f"calibration_fraction must be in [0, 0.4], got {fraction}")
-    classes = engine.index.classes
-    texts, labels_arr = example_texts(engine)
-    total = int(engine.index.example_counts().sum())
-    if len(texts) < total:
+    texts, labels = snapshot.example_texts()
+    if not snapshot.has_every_text():
         raise InvalidInputError("fine-tuning the encoder needs every example's text; this engine holds "
-                                f"{len(texts)} of {total} (keep_examples=False, vectors, or images were added)")
+                                f"{len(texts)} of {int(snapshot.counts.sum())} (keep_examples=False, vectors, or "
+                                "images were added)")
     # drawn among texts no earlier refine saw: a second refine keeps the first one's calibration part unseen
-    unseen_so_far = np.array([t not in engine.encoder_seen_texts for t in texts], bool)
-    kept_away = text_finetune.calibration_holdout(labels_arr, fraction, int(options.get("seed", 0)),
+    unseen_so_far = np.array([t not in snapshot.seen_texts for t in texts], bool)
+    kept_away = text_finetune.calibration_holdout(labels, fraction, int(options.get("seed", 0)),
                                                   lifecycle.MIN_UNSEEN_FOR_CALIBRATION, eligible=unseen_so_far)
-    class_texts = [expand(engine.templates, engine.index.entry(name).description or humanise_label(name))
-                   for name in classes]
-    result = text_finetune.finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels_arr[~kept_away],
-                                            class_names=class_texts, base=engine.encoder, config=DEFAULT_CONFIG,
+    class_texts = [expand(list(snapshot.templates), snapshot.descriptions[name] or humanise_label(name))
+                   for name in snapshot.classes]
+    result = text_finetune.finetune_encoder([t for t, k in zip(texts, kept_away) if not k], labels[~kept_away],
+                                            class_names=class_texts, base=snapshot.encoder, config=DEFAULT_CONFIG,
                                             **options)
     encoder = result.encoder
     encoder.bundle_with_engine = True
-    index = SupportIndex(encoder.dim, index_type=engine.index.index_type)
-    vectors = encoder.encode_text(texts, show_progress_bar=False)
-    described = [name for name in classes if engine.index.entry(name).description is not None]
-    prompts = dict(zip(described, prompt_vectors(  # every description in one encoding call
-        encoder.encode_text, engine.templates, [str(engine.index.entry(n).description).strip() for n in described])
-    )) if described else {}
-    for c, name in enumerate(classes):
-        entry = engine.index.entry(name)
-        index.add_class(name, description=entry.description, prompt_vector=prompts.get(name))
-        if (labels_arr == c).any():
-            index.add_vectors(name, vectors[labels_arr == c])
-    engine.encoder, engine.index = encoder, index
     # + earlier runs: a text seen by any refine of this encoder line stays seen
-    engine.encoder_seen_texts = engine.encoder_seen_texts | result.trained_texts | result.selection_texts
-    engine.undo_adapt()
-    engine._changed()
-    return "linear"
+    return lifecycle.RefinedEncoder(encoder=encoder, classifier="linear",
+                                    seen_texts=snapshot.seen_texts | result.trained_texts | result.selection_texts)
 
 
-def example_texts(engine: FewShotEngine) -> tuple[list[str], np.ndarray]:
-    """The kept raw examples that are texts, in class order, and their (m,) class indices."""
-    texts, labels = [], []
-    for c, name in enumerate(engine.index.classes):
-        for x in engine.raw_examples.get(name, []):
-            if isinstance(x, str):
-                texts.append(x)
-                labels.append(c)
-    return texts, np.asarray(labels, np.int64)
-
-
-def can_refine_encoder(engine: FewShotEngine) -> bool:
+def can_refine_encoder(snapshot: lifecycle.SupportSnapshot) -> bool:
     """A sentence-transformers text encoder, and every example's text kept (what ``refine_encoder`` needs)."""
     from fewshot.encoders.sentence import SentenceTransformerEncoder
 
-    return isinstance(engine.encoder, SentenceTransformerEncoder) and \
-        len(example_texts(engine)[0]) >= int(engine.index.example_counts().sum())
+    return isinstance(snapshot.encoder, SentenceTransformerEncoder) and snapshot.has_every_text()
 
 
 lifecycle.register_refiner("encoder", refine_encoder, applies=can_refine_encoder)

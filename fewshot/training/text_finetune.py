@@ -282,6 +282,7 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
     if class_names is None and len(np.unique(y)) < C:
         raise InvalidInputError("every class needs an example when class_names is None")
     model0, base_name = _load_st(base)
+    device = next(model0.parameters()).device  # inputs, labels and the head live where the model does
     val = _holdout(y, val_fraction, seed) if val_fraction > 0 else np.zeros(len(y), bool)
     can_validate = val.any()
 
@@ -298,10 +299,10 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
             names = None
             if class_texts is not None:  # (C, d): normalised mean embedding of each class's texts
                 e = _encode(model, name_texts, batch_size)
-                names = torch.nn.functional.normalize(
-                    torch.zeros(C, e.shape[1]).index_add_(0, torch.from_numpy(name_y), e), dim=1)
+                names = torch.nn.functional.normalize(torch.zeros(C, e.shape[1], device=device).index_add_(
+                    0, torch.from_numpy(name_y).to(device), e), dim=1)
             model.train()
-        protos = torch.zeros(C, emb.shape[1]).index_add_(0, torch.from_numpy(tr_y), emb)
+        protos = torch.zeros(C, emb.shape[1], device=device).index_add_(0, torch.from_numpy(tr_y).to(device), emb)
         init = protos + (names if names is not None else 0)
         head = torch.nn.Parameter(torch.nn.functional.normalize(init, dim=1))
         all_texts = tr_texts + name_texts
@@ -327,11 +328,11 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                 v = _encode(model, [texts[i] for i in val_idx], batch_size)
                 if contrastive:  # nearest prototype of the training part (+ name vector): no head to ask
                     e = _encode(model, all_texts, batch_size)
-                    w = torch.zeros(C, e.shape[1]).index_add_(0, torch.from_numpy(all_y), e)
+                    w = torch.zeros(C, e.shape[1], device=device).index_add_(0, torch.from_numpy(all_y).to(device), e)
                 else:
                     w = head
                 model.train()
-                return float((torch.argmax(v @ torch.nn.functional.normalize(w, dim=1).T, 1).numpy()
+                return float((torch.argmax(v @ torch.nn.functional.normalize(w, dim=1).T, 1).cpu().numpy()
                               == y[val_idx]).mean())
 
         best = (-1.0, 0, None)
@@ -350,14 +351,14 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
             losses = []
             for step, b in enumerate(batches):
                 set_lr((epoch - 1 + step / len(batches)) / n_epochs, (epoch - 1 + (step + 1) / len(batches)) / n_epochs)
-                feats = _tokenize(model, [all_texts[i] for i in b])
+                feats = _tokenize(model, [all_texts[i] for i in b], device)
                 out = model(feats)["sentence_embedding"]
                 out = torch.nn.functional.normalize(out, dim=1)
                 if contrastive:
-                    loss = supervised_contrastive_loss(out, torch.from_numpy(all_y[b]), temperature)
+                    loss = supervised_contrastive_loss(out, torch.from_numpy(all_y[b]).to(device), temperature)
                 else:
                     logits = scale * out @ torch.nn.functional.normalize(head, dim=1).T
-                    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(all_y[b]))
+                    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(all_y[b]).to(device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -408,9 +409,9 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
         directory = str(output_dir)
         os.makedirs(directory, exist_ok=True)
         model.save(directory)
-        encoder = SentenceTransformerEncoder(directory, name=f"st:{directory}", device="cpu")
-    else:  # kept in memory: no temporary folder left behind; an engine save writes it (save_to)
-        encoder = SentenceTransformerEncoder.from_model(model.to("cpu"), name=f"{base_name}+tuned-{_digest(model)}")
+        encoder = SentenceTransformerEncoder(directory, name=f"st:{directory}", device=str(device))
+    else:  # kept in memory, on the base encoder's device: no temporary folder left behind; an engine save writes it
+        encoder = SentenceTransformerEncoder.from_model(model, name=f"{base_name}+tuned-{_digest(model)}")
     return EncoderRefineResult(encoder=encoder, directory=directory, epochs=int(epochs), history=history,
                                seconds=time.perf_counter() - t_start,
                                trained_texts=frozenset(texts[i] for i in trained),
@@ -481,14 +482,19 @@ def _encode(model, texts: list[str], batch_size: int):
     """Normalised embeddings of ``texts`` by a (possibly training) SentenceTransformer, as a torch tensor."""
     import torch
 
+    device = next(model.parameters()).device
     outs = []
     for i in range(0, len(texts), batch_size):
-        feats = _tokenize(model, texts[i:i + batch_size])
+        feats = _tokenize(model, texts[i:i + batch_size], device)
         outs.append(torch.nn.functional.normalize(model(feats)["sentence_embedding"], dim=1))
     return torch.cat(outs)
 
 
-def _tokenize(model, texts: list[str]) -> dict:
-    """Model inputs for ``texts`` (``preprocess`` in newer sentence-transformers, ``tokenize`` before)."""
+def _tokenize(model, texts: list[str], device: Any = None) -> dict:
+    """Model inputs for ``texts`` (``preprocess`` in newer sentence-transformers, ``tokenize`` before), as
+    tensors on ``device`` (the model's: the tokenizer builds them on the CPU)."""
     fn = getattr(model, "preprocess", None) or model.tokenize
-    return fn(texts)
+    feats = fn(texts)
+    if device is None:
+        return feats
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in feats.items()}

@@ -153,3 +153,19 @@ def test_class_texts_can_be_several_prompts_per_class(minilm):
         finetune_encoder(TEXTS[:2], LABELS[:2], class_names=[[], ["x"]], show_progress_bar=False)
     with pytest.raises(InvalidInputError, match="unknown fine-tune setting"):
         finetune_encoder(TEXTS[:2], LABELS[:2], bogus=1)
+
+
+def test_model_inputs_are_built_on_the_models_device():
+    """The tokenizer makes CPU tensors; a model on a GPU needs them (and the labels and head) on its device.
+    No GPU here: torch's "meta" device stands in for one."""
+    import torch
+
+    from fewshot.training.text_finetune import _tokenize
+
+    class Tokenizing:
+        def tokenize(self, texts):
+            return {"input_ids": torch.ones(len(texts), 3, dtype=torch.long), "text": list(texts)}
+
+    feats = _tokenize(Tokenizing(), ["a", "b"], torch.device("meta"))
+    assert feats["input_ids"].device.type == "meta" and feats["text"] == ["a", "b"]
+    assert _tokenize(Tokenizing(), ["a"])["input_ids"].device.type == "cpu"
