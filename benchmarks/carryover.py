@@ -10,7 +10,7 @@ Baselines on the same frozen embeddings and draws: nearest prototype, scikit-lea
 The "auto" row is chosen leave-one-data-set-out: for each data set D and K, the method with the best mean gain
 over ``logreg`` on the *other two* data sets, reported on D. Nothing is chosen on a test split of D.
 
-    .venv/bin/python benchmarks/carryover.py [--encoder minilm] [--methods ...] [--tag NAME]
+    .venv/bin/python benchmarks/carryover.py [--encoder minilm] [--methods ...] [--datasets ...] [--drawn-only] [--tag NAME]
 
 writes benchmarks/results/carryover[_TAG].json and .md.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fewshot.evaluation.bench import prepare
-from fewshot.evaluation.episodes import confidence_interval, run_all_classes
+from fewshot.evaluation.episodes import confidence_interval, run_all_classes, sample_shots
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
 DATASETS = {
@@ -38,10 +38,33 @@ BASELINE = "logreg"
 DEFAULT_METHODS = ("prototype", "logreg", "logreg-c1", "zero-shot", "fusion", "linear")
 
 
-def run(encoder: str, methods: list[str], shots: list[int], draws: int, seed: int) -> dict:
+def drawn_train_vectors(data, train_spec: str, encoder: str, shots: list[int], draws: int, seed: int) -> np.ndarray:
+    """(Mtr, d) TRAIN embeddings with only the rows some support draw uses encoded (the draws of
+    ``run_all_classes``: ``sample_shots`` over the same classes, K and seed); every other row is NaN, so a row
+    read by mistake would fail the support checks. For slow encoders: the draws use a fraction of TRAIN."""
+    from fewshot.datasets import load_dataset
+    from fewshot.encoders import load_encoder
+    from fewshot.encoders.cache import cached_encode
+
+    classes = np.unique(np.concatenate([np.unique(data.test_y), np.unique(data.train_y[data.train_y >= 0])]))
+    used = np.unique(np.concatenate([sample_shots(data.train_y, classes, k, draws, seed).ravel() for k in shots]))
+    inputs = load_dataset(train_spec).inputs
+    x = np.full((len(data.train_y), data.test_x.shape[1]), np.nan, np.float32)
+    x[used] = cached_encode(load_encoder(encoder), [inputs[i] for i in used])
+    print(f"[carryover] encoded {len(used)} of {len(x)} TRAIN rows (those the draws use)", file=sys.stderr,
+          flush=True)
+    return x
+
+
+def run(encoder: str, methods: list[str], shots: list[int], draws: int, seed: int, drawn_only: bool = False,
+        datasets: list[str] | None = None) -> dict:
     rows = []
     for name, (train, test) in DATASETS.items():
-        data = prepare(str(train), str(test), encoder)
+        if datasets and name not in datasets:
+            continue
+        data = prepare(str(train), str(test), encoder, need_train=not drawn_only)
+        if drawn_only:
+            data.train_x = drawn_train_vectors(data, str(train), encoder, shots, draws, seed)
         print(f"[carryover] {name}: {len(data.classes)} classes, {len(data.train_y)} train / {len(data.test_y)} "
               f"test, encoded in {data.encode_seconds:.1f} s", file=sys.stderr, flush=True)
         for k in shots:
@@ -54,7 +77,9 @@ def run(encoder: str, methods: list[str], shots: list[int], draws: int, seed: in
                              "seconds": round(res.seconds / draws, 4)})
                 print(f"  K={k:<2} {m:<12} {100 * res.accuracy:6.2f} ± {100 * res.ci95:.2f}", file=sys.stderr,
                       flush=True)
-    return {"encoder": encoder, "shots": shots, "draws": draws, "seed": seed, "baseline": BASELINE, "rows": rows}
+    return {"encoder": encoder, "shots": shots, "draws": draws, "seed": seed, "baseline": BASELINE,
+            "datasets": [d for d in DATASETS if not datasets or d in datasets], "train_encoded": "drawn rows only"
+            if drawn_only else "all", "rows": rows}
 
 
 def leave_one_dataset_out(payload: dict, candidates: list[str]) -> list[dict]:
@@ -62,11 +87,14 @@ def leave_one_dataset_out(payload: dict, candidates: list[str]) -> list[dict]:
     data sets, and what it gives on the held-out one (paired per draw)."""
     acc = {(r["dataset"], r["method"], r["shot"]): np.asarray(r["accuracies"]) for r in payload["rows"]}
     out = []
-    for held in DATASETS:
+    names = payload.get("datasets", list(DATASETS))
+    if len(names) < 2:
+        return out
+    for held in names:
         for k in payload["shots"]:
-            others = [d for d in DATASETS if d != held]
+            others = [d for d in names if d != held]
             gains = {m: np.mean([(acc[(d, m, k)] - acc[(d, BASELINE, k)]).mean() for d in others])
-                     for m in candidates if all((d, m, k) in acc for d in DATASETS)}
+                     for m in candidates if all((d, m, k) in acc for d in names)}
             best = max(gains, key=gains.get)
             delta = acc[(held, best, k)] - acc[(held, BASELINE, k)]
             out.append({"held_out": held, "shot": k, "chosen": best, "gain_on_others": round(float(gains[best]), 6),
@@ -85,7 +113,7 @@ def markdown(payload: dict) -> str:
              "`benchmarks/carryover.py`.", ""]
     acc = {(r["dataset"], r["method"], r["shot"]): r for r in rows}
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    for d in DATASETS:
+    for d in payload.get("datasets", list(DATASETS)):
         lines += [f"## {d}", "", "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
                   "|---|" + "---:|" * len(shots)]
         for m in methods:
@@ -118,13 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: all three")
+    ap.add_argument("--drawn-only", action="store_true",
+                    help="encode only the TRAIN rows some draw uses (for slow encoders such as mpnet)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     if BASELINE not in args.methods:
         args.methods.insert(0, BASELINE)
     t0 = time.perf_counter()
-    payload = run(args.encoder, args.methods, args.shots, args.draws, args.seed)
+    payload = run(args.encoder, args.methods, args.shots, args.draws, args.seed, args.drawn_only, args.datasets)
     candidates = [m for m in args.methods if m not in ("logreg-c1",)]
     payload["lodo"] = leave_one_dataset_out(payload, candidates)
     payload["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -14,9 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.errors import DimensionMismatchError, EmptyInputError, InvalidInputError, NonFiniteError
+from fewshot.errors import DimensionMismatchError, EmptyInputError, FewShotError, InvalidInputError, NonFiniteError
 
 __version__ = "0.1.0"
+
+
+def construct(factory: Any, what: str, *args: Any, **options: Any) -> Any:
+    """``factory(*args, **options)`` for a configuration object (classifier, adaptation, open-set detector): an
+    unknown keyword or a value of the wrong type (a TypeError / ValueError from the constructor) becomes an
+    InvalidInputError naming ``what``; fewshot's own errors pass through."""
+    try:
+        return factory(*args, **options)
+    except FewShotError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"bad configuration for {what}: {exc}") from None
 
 
 def check_int(name: str, value: Any, low: int) -> int:

@@ -33,7 +33,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from fewshot._core import check_vectors, l2_normalise, softmax
+from fewshot._core import check_float, check_int, check_vectors, l2_normalise, softmax
 from fewshot.classifiers.base import ArraySupport, Support
 from fewshot.errors import InvalidInputError
 
@@ -50,14 +50,16 @@ class Adaptation:
                  shrinkage: float = 0.1, mmd_weight: float = 1.0, identity_weight: float = 1.0, seed: int = 0):
         if method not in ADAPT_METHODS:
             raise InvalidInputError(f"unknown adaptation method {method!r}; choose one of {ADAPT_METHODS}")
-        steps = (100 if method == "mmd" else 5) if steps is None else steps
-        if steps < 1:
-            raise InvalidInputError(f"steps must be >= 1, got {steps}")
-        if not (mmd_weight >= 0 and identity_weight >= 0):
-            raise InvalidInputError(f"mmd_weight and identity_weight must be >= 0, got {mmd_weight}, "
-                                    f"{identity_weight}")
-        self.method, self.steps, self.temperature, self.shrinkage = method, int(steps), temperature, float(shrinkage)
-        self.mmd_weight, self.identity_weight, self.seed = float(mmd_weight), float(identity_weight), int(seed)
+        steps = check_int("steps", (100 if method == "mmd" else 5) if steps is None else steps, 1)
+        if temperature is not None:
+            temperature = check_float("temperature", temperature, 0.0)
+        self.method, self.steps, self.temperature = method, steps, temperature
+        self.shrinkage = check_float("shrinkage", shrinkage, 0.0, inclusive=True)
+        if self.shrinkage > 1:  # a convex mix of the covariance and a scaled identity
+            raise InvalidInputError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
+        self.mmd_weight = check_float("mmd_weight", mmd_weight, 0.0, inclusive=True)
+        self.identity_weight = check_float("identity_weight", identity_weight, 0.0, inclusive=True)
+        self.seed = check_int("seed", seed, 0)
         self.support_map_: np.ndarray | None = None
         self.mmd_history_: tuple[float, float] | None = None  # squared MMD (before, after)
         self.mean_: np.ndarray | None = None

@@ -49,6 +49,11 @@ class CorruptIndexError(FewShotError):
     """A saved engine or index that is missing files, fails its checksum or cannot be parsed."""
 
 
+class SaveNotFoundError(CorruptIndexError, FileNotFoundError):
+    """No saved engine or index at the given path (not a directory, or nothing saved in it yet). A
+    ``FileNotFoundError`` too, and a ``CorruptIndexError`` as before it had its own class."""
+
+
 class VersionMismatchError(CorruptIndexError):
     """A saved engine or index written by an incompatible format version."""
 

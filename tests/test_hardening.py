@@ -122,6 +122,74 @@ def test_engine_api_bad_input_matrix(data, op):
         assert len(eng.predict_vectors(PROBE, top_k=2)) == len(PROBE)
 
 
+config_values = st.one_of(st.integers(-3, 5), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                          st.none(), st.sampled_from(["x", "5", "", "cosine"]), st.lists(st.integers(0, 3), max_size=2))
+CONFIG_KEYS = ["k", "prior_weight", "center", "lam", "folds", "scale", "C", "max_iter", "epochs", "lr", "beta",
+               "steps", "temperature", "shrinkage", "mmd_weight", "seed", "keep", "score", "target", "per_class",
+               "max_loo_examples", "bogus"]
+configs = st.dictionaries(st.sampled_from(CONFIG_KEYS), config_values, max_size=3)
+CONFIG_OPS = ["set_classifier", "refine", "adapt", "configure_openset", "construct", "save"]
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(data=st.data(), op=st.sampled_from(CONFIG_OPS))
+def test_engine_configuration_bad_input_matrix(data, op, tmp_path_factory):
+    """Options of every configurable part (classifier, refine, adaptation, open set, constructor, save): any
+    keyword with any value either works or raises a FewShotError that leaves the engine as it was."""
+    eng = fresh_engine()
+    before = engine_state(eng, PROBE)
+    before_config = (eng.classifier_name, eng.classifier_config, dict(eng.openset_config), eng.adapt_spec)
+    classifier = data.draw(st.sampled_from(["prototype", "simpleshot", "knn", "fusion", "linear", "logreg", "nope"]))
+    config = data.draw(configs)
+    call = {
+        "set_classifier": lambda: eng.set_classifier(classifier, **config),
+        "refine": lambda: eng.refine(classifier, **config),
+        "adapt": lambda: eng.adapt(["alpha three", "beta four", "gamma"], method=data.draw(st.sampled_from(
+            ["recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd", "bad"])), **config),
+        "configure_openset": lambda: eng.configure_openset(**config),
+        "construct": lambda: FewShotEngine(FakeTextEncoder(), classifier=classifier, classifier_config=config,
+                                           openset=data.draw(configs)),
+        "save": lambda: eng.save(tmp_path_factory.mktemp("save") / "eng", portable=data.draw(st.booleans()),
+                                 quantize=data.draw(st.sampled_from([None, "int8", "int4", 8]))),
+    }[op]
+    try:
+        call()
+    except FewShotError:
+        assert engine_state(eng, PROBE) == before, f"a failed {op} changed the engine"
+        assert (eng.classifier_name, eng.classifier_config, dict(eng.openset_config), eng.adapt_spec) == \
+            before_config, f"a failed {op} changed the engine's configuration"
+        return
+    if eng.classes:  # success: still usable, with and without rejection
+        assert np.isfinite(eng.scores_from_vectors(PROBE)).all()
+        assert len(eng.predict_vectors(PROBE, top_k=2, reject=True)) == len(PROBE)
+
+
+def test_a_damaged_pointer_file_is_a_corrupt_save_and_a_missing_save_is_not_found(tmp_path):
+    from fewshot.errors import SaveNotFoundError
+
+    eng = fresh_engine()
+    eng.save(tmp_path / "eng")
+    pointer = tmp_path / "eng" / "CURRENT"
+    for damaged in (bytes([pointer.read_bytes()[0] ^ 0xFF]) + pointer.read_bytes()[1:], b"\xff\xfe\x00", b""):
+        pointer.write_bytes(damaged)
+        with pytest.raises(CorruptIndexError):
+            FewShotEngine.load(tmp_path / "eng", encoder=FakeTextEncoder())
+    for missing in (tmp_path / "no_such_engine", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(SaveNotFoundError) as info:
+            FewShotEngine.load(missing)
+        assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, CorruptIndexError)
+
+
+def test_quantize_without_portable_is_refused_and_keeps_the_previous_save(tmp_path):
+    eng = fresh_engine()
+    eng.save(tmp_path / "eng")
+    files = {p: p.read_bytes() for p in (tmp_path / "eng").rglob("*") if p.is_file()}
+    with pytest.raises(InvalidInputError, match="portable=True"):
+        eng.save(tmp_path / "eng", quantize="int8")
+    assert {p: p.read_bytes() for p in (tmp_path / "eng").rglob("*") if p.is_file()} == files
+
+
 @settings(max_examples=25, **SETTINGS)
 @given(content=st.one_of(st.binary(max_size=64), st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff",
                                                                    b"BM" + b"\0" * 60, b"<svg></svg>"])))

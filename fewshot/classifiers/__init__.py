@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fewshot._core import construct
 from fewshot.classifiers.base import ArraySupport, Classifier, Support
 from fewshot.classifiers.fusion import FusionClassifier
 from fewshot.classifiers.knn import KNNClassifier
@@ -33,10 +34,7 @@ def make_classifier(name: str, **config: Any) -> Classifier:
     """Build the classifier registered as ``name``."""
     if name not in CLASSIFIERS:
         raise InvalidInputError(f"unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}")
-    try:
-        return CLASSIFIERS[name](**config)
-    except TypeError as exc:  # an unknown or missing keyword
-        raise InvalidInputError(f"bad configuration for classifier {name!r}: {exc}") from None
+    return construct(CLASSIFIERS[name], f"classifier {name!r}", **config)
 
 
 __all__ = ["ArraySupport", "Classifier", "Support", "CLASSIFIERS", "make_classifier", "PrototypeClassifier",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from fewshot._core import as_float_vectors, check_vectors, softmax
+from fewshot._core import as_float_vectors, check_vectors, construct, softmax
 from fewshot.adapt import Adaptation, AdaptMethod
 from fewshot.classifiers import CLASSIFIERS, Classifier, make_classifier
 from fewshot.encoders.base import Encoder, check_input_list
@@ -43,13 +43,13 @@ class FewShotEngine:
                  classifier_config: dict | None = None, index_type: IndexType = "flat", device: str | None = None,
                  templates: Sequence[str] | None = None, keep_examples: bool = True, calibrate: bool = True,
                  openset: dict | None = None):
+        construct(OpenSetDetector, "openset", **dict(openset or {}))  # checked before any loading; fitted lazily
         self.encoder: Encoder = load_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
         self.index = SupportIndex(self.encoder.dim, index_type=index_type)
         self.classifier: Classifier = make_classifier(classifier, **dict(classifier_config or {}))
         self.templates = list(templates) if templates is not None else list(self.encoder.zero_shot_templates)
-        self.keep_examples = keep_examples
         self.raw_examples: dict[str, list[Any]] = {}     # class → raw inputs (texts / image paths), for refine
-        self.calibrate = bool(calibrate)                  # temperature fitted on support (LOO), see fewshot.openset
+        self.keep_examples, self.calibrate = keep_examples, bool(calibrate)  # calibrate: LOO temperature, openset
         self.openset_config: dict = dict(openset or {})   # OpenSetDetector arguments (score, keep, per_class...)
         self.openset: OpenSetDetector | None = None       # fitted lazily
         self.adaptation: Adaptation | None = None         # fitted lazily from adapt_spec
@@ -57,8 +57,8 @@ class FewShotEngine:
         #: texts a refine trained on or picked its epoch count with: open-set calibration skips them (optimistic)
         self.encoder_seen_texts: frozenset[str] = frozenset()
         self._lock = threading.RLock()
-        self._dirty = True
-        self._version = 0  # counts changes to the support: a refine that trained outside the lock checks it
+        # _version counts changes to the support: a refine that trained outside the lock checks it
+        self._dirty, self._version = True, 0
 
     @property
     def classifier_name(self) -> str:
@@ -190,7 +190,7 @@ class FewShotEngine:
         """Adapt to the target distribution from unlabeled inputs (texts / images, or (u, dim) vectors).
         Methods and trade-offs: ``fewshot.adapt``. The index is untouched; ``undo_adapt()`` restores the
         predictions exactly. Adding or removing classes afterwards keeps the adaptation (refitted lazily)."""
-        Adaptation(method, **options)  # check the arguments before any work
+        construct(Adaptation, "adapt", method, **options)  # check the arguments before any work
         vectors = check_vectors(as_float_vectors(unlabeled, "unlabeled"), self.encoder.dim, "unlabeled vectors") \
             if isinstance(unlabeled, np.ndarray) else self.embed(unlabeled)
         with self._lock:
@@ -230,7 +230,7 @@ class FewShotEngine:
     def configure_openset(self, **config: Any) -> None:
         """Set how ``predict(..., reject=True)`` decides (``fewshot.openset.OpenSetDetector`` arguments: score,
         keep, target, per_class, shrinkage). Checked at once; fitted lazily on the support set."""
-        OpenSetDetector(**config)
+        construct(OpenSetDetector, "configure_openset", **config)
         with self._lock:
             self.openset_config = dict(config)
             self.openset = None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fewshot._core import construct
 from fewshot.adapt import Adaptation, AdaptMethod
 from fewshot.classifiers import Classifier, Support, make_classifier
 from fewshot.errors import InvalidInputError
@@ -186,7 +187,7 @@ def fit_adaptation(support: Support, classifier: Classifier, vectors: np.ndarray
     if "temperature" not in options and method.endswith("soft-kmeans") and calibrated:
         scores, truth = loo_scores(support, classifier)
         options["temperature"] = fit_temperature(scores, truth, classifier.logit_scale)
-    return Adaptation(method, **options).fit(support, vectors)
+    return construct(Adaptation, "adapt", method, **options).fit(support, vectors)
 
 
 def refine_and_swap(engine: Any, refined: RefinedEncoder, snapshot: SupportSnapshot) -> None:

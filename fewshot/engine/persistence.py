@@ -22,7 +22,7 @@ import numpy as np
 from fewshot._core import check_vectors
 from fewshot.encoders.base import Encoder
 from fewshot.encoders.registry import LOCAL_DIR_PREFIXES, split_name
-from fewshot.errors import CorruptIndexError, FewShotError
+from fewshot.errors import CorruptIndexError, FewShotError, InvalidInputError
 from fewshot.index import SupportIndex, storage
 from fewshot.openset import OpenSetDetector
 
@@ -136,6 +136,9 @@ def read_arrays(snapshot: Path, manifest: EngineManifest, dim: int) -> tuple[dic
 
 def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quantize: str | None) -> None:
     """Write everything of ``engine`` into the new ``snapshot`` folder (called with the engine lock held)."""
+    if quantize is not None and not portable:
+        raise InvalidInputError(f"quantize={quantize!r} applies to the ONNX export of a portable save; pass "
+                                "portable=True as well (a plain save keeps the encoder as it is)")
     encoder_name = write_encoder(engine.encoder, snapshot, portable, quantize)
     (snapshot / "index").mkdir()
     engine.index.save(snapshot / "index")

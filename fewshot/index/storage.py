@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fewshot._core import sha256_file
-from fewshot.errors import CorruptIndexError, InvalidInputError, VersionMismatchError
+from fewshot.errors import CorruptIndexError, InvalidInputError, SaveNotFoundError, VersionMismatchError
 
 STORAGE_FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
@@ -126,11 +126,13 @@ def open_snapshot(root: str | os.PathLike, kind: str) -> Path:
     """Return the live snapshot of a saved directory after verifying its manifest, sizes and checksums."""
     root = Path(root)
     if not root.is_dir():
-        raise CorruptIndexError(f"no saved {kind} at {root}: not a directory")
+        raise SaveNotFoundError(f"no saved {kind} at {root}: not a directory")
+    if not (root / POINTER).is_file():
+        raise SaveNotFoundError(f"no saved {kind} at {root}: {POINTER} is missing")
     try:
         name = (root / POINTER).read_text(encoding="utf-8").strip()
-    except OSError:
-        raise CorruptIndexError(f"no saved {kind} at {root}: {POINTER} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptIndexError(f"cannot read {root / POINTER}: {exc}") from None
     if not _SNAPSHOT.match(name) or not (root / name).is_dir():
         raise CorruptIndexError(f"{root / POINTER} names {name!r}, which is not a snapshot in {root}")
     snapshot = root / name

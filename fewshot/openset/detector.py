@@ -38,7 +38,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from fewshot._core import softmax
+from fewshot._core import check_float, check_int, softmax
 from fewshot.classifiers import make_classifier
 from fewshot.classifiers.base import ArraySupport, Classifier, Support
 from fewshot.errors import InvalidInputError
@@ -150,10 +150,14 @@ class OpenSetDetector:
             raise InvalidInputError(f"score must be one of {OOD_SCORES}, got {score!r}")
         if target not in TARGETS:
             raise InvalidInputError(f"target must be one of {TARGETS}, got {target!r}")
-        if not 0.0 < keep <= 1.0:
+        if not check_float("keep", keep, 0.0) <= 1.0:
             raise InvalidInputError(f"keep must be in (0, 1], got {keep}")
+        if not isinstance(per_class, (bool, np.bool_)):
+            raise InvalidInputError(f"per_class must be True or False, got {per_class!r}")
         self.score, self.keep, self.target, self.per_class = score, float(keep), target, bool(per_class)
-        self.shrinkage, self.max_loo_examples, self.seed = float(shrinkage), int(max_loo_examples), int(seed)
+        self.shrinkage = check_float("shrinkage", shrinkage, 0.0, inclusive=True)
+        self.max_loo_examples = check_int("max_loo_examples", max_loo_examples, 1)
+        self.seed = check_int("seed", seed, 0)
         self.temperature_: float = 20.0
         self.threshold_: float = -np.inf
         self.class_thresholds_: np.ndarray | None = None
