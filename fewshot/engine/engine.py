@@ -49,6 +49,7 @@ class FewShotEngine:
         self.classifier: Classifier = make_classifier(classifier, **dict(classifier_config or {}))
         self.templates = list(templates) if templates is not None else list(self.encoder.zero_shot_templates)
         self.raw_examples: dict[str, list[Any]] = {}     # class → raw inputs (texts / image paths), for refine
+        self.metadata: dict = {}  # the application's own JSON-serialisable data, saved and loaded with the engine
         self.keep_examples, self.calibrate = keep_examples, bool(calibrate)  # calibrate: LOO temperature, openset
         self.openset_config: dict = dict(openset or {})   # OpenSetDetector arguments (score, keep, per_class...)
         self.openset: OpenSetDetector | None = None       # fitted lazily
@@ -60,9 +61,7 @@ class FewShotEngine:
         # _version counts changes to the support: a refine that trained outside the lock checks it
         self._dirty, self._version = True, 0
 
-    @property
-    def classifier_name(self) -> str:
-        return self.classifier.name
+    classifier_name = property(lambda self: self.classifier.name, doc="The classifier's registered name.")
 
     @property
     def classifier_config(self) -> dict:

@@ -51,12 +51,21 @@ class EngineManifest:
     openset: dict = field(default_factory=lambda: dict(LEGACY_OPENSET))
     adaptation: dict | None = None                     # {"method", "options"}; vectors in adaptation.npz
     encoder_seen_texts: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)       # the application's own JSON (e.g. a journal position)
     format_version: int = ENGINE_FORMAT_VERSION
 
     def to_json(self) -> str:
         meta = asdict(self)
         meta["encoder_trained_texts"] = meta["encoder_seen_texts"]  # the key fewshot <= 0.1 reads
-        return json.dumps(meta, ensure_ascii=False)
+        problem = "it would not read back equal"
+        try:
+            text = json.dumps(meta, ensure_ascii=False, allow_nan=False)
+            if json.loads(text)["metadata"] == self.metadata:
+                return text
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+        raise InvalidInputError("engine.metadata must hold JSON values only (str, finite numbers, bool, None, lists, "
+                                f"dicts with str keys): {problem}")
 
     @classmethod
     def from_json_object(cls, meta: dict, where: Path) -> EngineManifest:
@@ -74,7 +83,8 @@ class EngineManifest:
                        openset={**LEGACY_OPENSET, **(meta.get("openset") or {})},
                        adaptation=_adaptation(meta.get("adaptation")),
                        encoder_seen_texts=[str(t) for t in meta.get("encoder_seen_texts",
-                                                                    meta.get("encoder_trained_texts", []))])
+                                                                    meta.get("encoder_trained_texts", []))],
+                       metadata=dict(meta.get("metadata") or {}))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise CorruptIndexError(f"{where} has malformed fields: {exc}") from None
 
@@ -152,7 +162,7 @@ def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quanti
         # resolved, so that a later change of defaults does not change a saved engine
         openset=OpenSetDetector(**engine.openset_config).config(),
         adaptation={"method": spec[1], "options": spec[2]} if spec is not None else None,
-        encoder_seen_texts=sorted(engine.encoder_seen_texts))
+        encoder_seen_texts=sorted(engine.encoder_seen_texts), metadata=engine.metadata)
     (snapshot / "engine.json").write_text(manifest.to_json(), encoding="utf-8")
 
 
@@ -176,7 +186,7 @@ def load_engine(cls: type[FewShotEngine], directory: str | os.PathLike, device: 
     if bundled and encoder is None:
         engine.encoder.bundle_with_engine = True  # a re-save copies it into the new snapshot
     engine.index = SupportIndex.load(snapshot / "index")
-    engine.raw_examples = meta.raw_examples
+    engine.raw_examples, engine.metadata = meta.raw_examples, meta.metadata
     if encoder is None or engine.encoder.name == meta.encoder:  # another encoder never saw these texts
         engine.encoder_seen_texts = frozenset(meta.encoder_seen_texts)
     state, unlabeled = read_arrays(snapshot, meta, engine.encoder.dim)

@@ -147,3 +147,25 @@ def test_set_classifier_instance_refits_on_the_current_classes(engine):
     engine.set_classifier(stale)
     probs = engine.predict_proba(QUERIES)
     assert probs.shape == (len(QUERIES), 4) and engine.classes[-1] == "refund"
+
+
+def test_application_metadata_is_saved_loaded_and_checked(tmp_path):
+    from fewshot.errors import InvalidInputError
+    from tests.fakes import FakeTextEncoder
+
+    eng = FewShotEngine(encoder=FakeTextEncoder())
+    eng.add_class("a", examples=["alpha"])
+    assert eng.metadata == {}
+    eng.metadata["journal"] = {"seq": 41, "names": ["x"]}
+    eng.save(tmp_path / "eng")
+    loaded = FewShotEngine.load(tmp_path / "eng", encoder=FakeTextEncoder())
+    assert loaded.metadata == {"journal": {"seq": 41, "names": ["x"]}}
+    loaded.metadata["journal"]["seq"] = 42
+    loaded.save(tmp_path / "eng")
+    files = {p: p.read_bytes() for p in (tmp_path / "eng").rglob("*") if p.is_file()}
+    for bad in ({"x": object()}, {"x": float("nan")}, {1.5: "key"}):
+        loaded.metadata = bad
+        with pytest.raises(InvalidInputError, match="metadata"):
+            loaded.save(tmp_path / "eng")
+    assert {p: p.read_bytes() for p in (tmp_path / "eng").rglob("*") if p.is_file()} == files
+    assert FewShotEngine.load(tmp_path / "eng", encoder=FakeTextEncoder()).metadata["journal"]["seq"] == 42
