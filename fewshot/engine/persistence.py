@@ -123,9 +123,8 @@ def write_arrays(snapshot: Path, classifier_state: dict, adaptation_vectors: np.
             np.savez(f, unlabeled=adaptation_vectors)
 
 
-def read_manifest(directory: str | os.PathLike) -> tuple[Path, EngineManifest]:
-    """Open the live snapshot (checksums verified) and parse its manifest."""
-    snapshot = storage.open_snapshot(directory, SNAPSHOT_KIND)
+def read_manifest(snapshot: Path) -> tuple[Path, EngineManifest]:
+    """Parse the manifest of an opened snapshot (``storage.open_snapshot``: checksums verified)."""
     meta = storage.read_json_object(snapshot / "engine.json", ENGINE_FORMAT_VERSION)
     return snapshot, EngineManifest.from_json_object(meta, snapshot / "engine.json")
 
@@ -168,8 +167,15 @@ def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quanti
 
 def load_engine(cls: type[FewShotEngine], directory: str | os.PathLike, device: str | None = None,
                 encoder: str | Encoder | None = None) -> FewShotEngine:
-    """``FewShotEngine.load``: rebuild an engine from its live snapshot; ``encoder`` overrides the saved one."""
-    snapshot, meta = read_manifest(directory)
+    """``FewShotEngine.load``: rebuild an engine from its live snapshot; ``encoder`` overrides the saved one. Saves
+    that replace the snapshot while it is read make it start again on the new one (``storage.read_snapshot``)."""
+    return storage.read_snapshot(directory, SNAPSHOT_KIND,
+                                 lambda snapshot: _load_snapshot(cls, snapshot, device, encoder))
+
+
+def _load_snapshot(cls: type[FewShotEngine], snapshot: Path, device: str | None,
+                   encoder: str | Encoder | None) -> FewShotEngine:
+    snapshot, meta = read_manifest(snapshot)
     name, bundled = resolve_encoder_name(meta.encoder, snapshot)
     try:
         engine = cls(encoder if encoder is not None else name, classifier=meta.classifier,

@@ -6,18 +6,24 @@ Layout of a saved directory ``D``::
     D/snap-<n>/MANIFEST.json  {"format_version", "kind", "files": {relative path: {"sha256", "bytes"}}}
     D/snap-<n>/...            the files
 
-A save writes a new snapshot completely (fsync'ed), then swaps CURRENT, then deletes older snapshots. A crash at
-any point leaves CURRENT naming a complete, checksummed snapshot. Loading verifies every size and checksum before
-any file is parsed.
+A save writes a new snapshot completely (fsync'ed, files and folders), then swaps CURRENT, then deletes the
+other snapshots except the previous live one (it stays until the next save, so a reader that read CURRENT just
+before the swap still finds its snapshot). A crash at any point leaves CURRENT naming a complete, checksummed
+snapshot. Loading verifies every size and checksum before any file is parsed.
+
+Saves of one directory are serialised across processes by an exclusive ``flock`` on ``D/.lock`` (where ``fcntl``
+exists, i.e. not on Windows), so concurrent savers never delete each other's staging folders or snapshots.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from fewshot._core import sha256_file
 from fewshot.errors import CorruptIndexError, InvalidInputError, SaveNotFoundError, VersionMismatchError
@@ -25,6 +31,8 @@ from fewshot.errors import CorruptIndexError, InvalidInputError, SaveNotFoundErr
 STORAGE_FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
 POINTER = "CURRENT"
+LOCK = ".lock"
+T = TypeVar("T")
 _SNAPSHOT = re.compile(r"^snap-(\d{6,})$")
 
 
@@ -63,6 +71,22 @@ def _snapshots(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+@contextlib.contextmanager
+def save_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``root`` (``flock`` on ``root/.lock``; a no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: saves of one directory from several processes are not serialised
+        yield
+        return
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None]) -> Path:
     """Create ``root`` if needed and write a new snapshot with ``write(snapshot_dir)``; returns the snapshot.
 
@@ -76,6 +100,12 @@ def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None
             any(not _is_leftover(p.name) for p in root.iterdir()):  # leftovers: a first save that crashed
         raise InvalidInputError(f"cannot save to {root}: the directory is not empty and holds no fewshot save")
     root.mkdir(parents=True, exist_ok=True)
+    with save_lock(root):
+        return _save_locked(root, kind, write)
+
+
+def _save_locked(root: Path, kind: str, write: Callable[[Path], None]) -> Path:
+    previous = _pointer_or_none(root)
     number = max([n for n, _ in _snapshots(root)] + [0]) + 1
     snapshot = root / f"snap-{number:06d}"
     staging = root / f".staging-{number:06d}-{os.getpid()}"
@@ -94,6 +124,8 @@ def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None
             json.dump(manifest, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            _fsync_dir(folder)  # nested folders first, so every entry is durable before the rename
         _fsync_dir(staging)
         os.rename(staging, snapshot)
         _fsync_dir(root)
@@ -107,8 +139,10 @@ def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    for _, old in _snapshots(root):  # best effort: older snapshots and leftovers of crashed saves
-        if old != snapshot:
+    # best effort, under the lock (no other save is running): every snapshot but the new and the previous live
+    # one (orphans of killed saves included), and other leftovers of crashed saves
+    for _, old in _snapshots(root):
+        if old.name not in (snapshot.name, previous):
             shutil.rmtree(old, ignore_errors=True)
     for leftover in root.glob(".staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -119,7 +153,32 @@ def atomic_save(root: str | os.PathLike, kind: str, write: Callable[[Path], None
 
 def _is_leftover(name: str) -> bool:
     """Names a killed save can leave behind (before its first CURRENT exists)."""
-    return bool(_SNAPSHOT.match(name)) or name.startswith((".staging-", f".{POINTER}.tmp-"))
+    return bool(_SNAPSHOT.match(name)) or name == LOCK or name.startswith((".staging-", f".{POINTER}.tmp-"))
+
+
+#: how often ``read_snapshot`` starts again when saves replaced the snapshot it was reading
+READ_ATTEMPTS = 5
+
+
+def read_snapshot(root: str | os.PathLike, kind: str, read: Callable[[Path], T]) -> T:
+    """``read(live snapshot)`` (checksums verified first). If the snapshot is deleted while it is read (two newer
+    saves came meanwhile: only the previous one is kept), start again on the new live one; a failure while CURRENT
+    stays the same is real damage and raises at once."""
+    for attempt in range(READ_ATTEMPTS):
+        pointer = _pointer_or_none(Path(root))
+        try:
+            return read(open_snapshot(root, kind))
+        except (CorruptIndexError, OSError):
+            if attempt == READ_ATTEMPTS - 1 or _pointer_or_none(Path(root)) in (pointer, None):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _pointer_or_none(root: Path) -> str | None:
+    try:
+        return (root / POINTER).read_bytes().decode("utf-8", "replace").strip()
+    except OSError:
+        return None
 
 
 def open_snapshot(root: str | os.PathLike, kind: str) -> Path:

@@ -85,9 +85,12 @@ def test_sigkill_mid_save_keeps_a_loadable_save(tmp_path):
         last = step_of_save
         step = max(step, step_of_save) + 2
     assert kills >= 10
-    # leftovers of killed saves never block the next save, and are cleaned by it
+    # leftovers of killed saves never block the next save, and are cleaned by it; the previous live snapshot stays
+    # (a reader may have just read CURRENT), with the lock file
+    before = (root / "CURRENT").read_text().strip()
     engine_at(0).save(root)
-    assert sorted(p.name for p in root.iterdir()) == ["CURRENT", (root / "CURRENT").read_text().strip()]
+    assert sorted(p.name for p in root.iterdir()) == sorted(["CURRENT", ".lock", before,
+                                                            (root / "CURRENT").read_text().strip()])
 
 
 def test_killed_first_save_does_not_block_later_saves(tmp_path):
@@ -116,4 +119,4 @@ def test_killed_first_save_does_not_block_later_saves(tmp_path):
     eng.save(root)
     loaded = FewShotEngine.load(root, encoder=FakeTextEncoder())
     assert [p.top_k for p in loaded.predict_vectors(QUERIES, top_k=3)] == expected(3)
-    assert sorted(p.name for p in root.iterdir()) == ["CURRENT", "snap-000002"]
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "CURRENT", "snap-000002"]  # no previous live one
