@@ -4,14 +4,14 @@
     eng.add_class("card_lost", examples=["I lost my card"], description="the customer lost a card")
     eng.predict(["where is my card?"], top_k=3)
 
-Thread-safe: mutations and predictions take one lock around index/classifier state; encoding runs outside it,
-and so does an encoder refine's training (the engine serves its old state until the new one is swapped in).
+Thread-safe: predictions share a readers-writer lock (``engine.locks``) and run in parallel; a change holds it
+alone (waiting changes go first); encoding runs outside it, and so does an encoder refine's training (the engine
+serves its old state until the new one is swapped in).
 The save format is ``persistence``; refine / calibration policies are ``lifecycle``.
 """
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -24,6 +24,7 @@ from fewshot.classifiers import CLASSIFIERS, Classifier, make_classifier
 from fewshot.encoders.base import Encoder, check_input_list
 from fewshot.encoders.registry import load_encoder
 from fewshot.engine import lifecycle, persistence
+from fewshot.engine.locks import ReadWriteLock
 from fewshot.engine.predictions import Prediction, build_predictions, check_top_k, storable
 from fewshot.errors import EmptyClassError, InvalidInputError, NotFittedError
 from fewshot.index import IndexType, SupportIndex, storage
@@ -57,7 +58,7 @@ class FewShotEngine:
         self.adapt_spec: tuple[np.ndarray, AdaptMethod, dict] | None = None   # (unlabeled (u, dim), method, options)
         #: texts a refine trained on or picked its epoch count with: open-set calibration skips them (optimistic)
         self.encoder_seen_texts: frozenset[str] = frozenset()
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()  # predictions share it (lifecycle.serving); changes hold it alone
         # _version counts changes to the support: a refine that trained outside the lock checks it
         self._dirty, self._version = True, 0
 
@@ -247,13 +248,13 @@ class FewShotEngine:
     def scores_from_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) embedded queries → (n, C) classifier scores."""
         vectors = as_float_vectors(vectors, "vectors")
-        with self._lock:
+        with lifecycle.serving(self, openset=False):
             return self._fitted().scores(self._adapt_queries(vectors))
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         """(n, C) probabilities; columns follow ``self.classes``."""
         queries = self.embed(inputs)
-        with self._lock:
+        with lifecycle.serving(self, openset=None):
             return self._probabilities(self._fitted().scores(self._adapt_queries(queries)))
 
     def _uses_calibration(self) -> bool:
@@ -270,7 +271,7 @@ class FewShotEngine:
         """Like ``predict`` for already-embedded (n, dim) queries."""
         check_top_k(top_k)
         queries = as_float_vectors(queries, "queries")
-        with self._lock:
+        with lifecycle.serving(self, openset=True if reject else None):
             classifier = self._fitted()
             classes = self.index.classes
             queries = self._adapt_queries(queries)

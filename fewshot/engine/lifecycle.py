@@ -233,6 +233,36 @@ def install(engine: Any, refined: RefinedEncoder, index: SupportIndex, classifie
     engine._dirty = False
 
 
+def ready_to_serve(engine: Any, openset: bool) -> bool:
+    """Whether predictions can run under the shared (read) lock: classifier, adaptation and, when ``openset``, the
+    open-set detector are fitted to the current support, so serving changes nothing."""
+    return not engine._dirty and (engine.adapt_spec is None or engine.adaptation is not None) and \
+        (not openset or engine.openset is not None)
+
+
+@contextlib.contextmanager
+def serving(engine: Any, openset: bool | None) -> Iterator[None]:
+    """Hold ``engine``'s lock for a prediction: the shared (read) side, with everything it reads fitted first under
+    the write side if a change left it stale (once per change, not per prediction). ``openset``: the prediction
+    needs the open-set detector (True), only when the engine calibrates its scores (None), or not at all (False).
+    After ``SWAP_ATTEMPTS - 1`` rounds in which changes kept coming, it serves under the write side."""
+    for attempt in range(SWAP_ATTEMPTS):
+        last = attempt == SWAP_ATTEMPTS - 1
+        with engine._lock if last else engine._lock.read():
+            need = bool(openset) or (openset is None and engine._uses_calibration())
+            if last or ready_to_serve(engine, need):
+                if last:
+                    engine._fitted()
+                    if need:
+                        engine._openset()
+                yield
+                return
+        with engine._lock:
+            engine._fitted()
+            if bool(openset) or (openset is None and engine._uses_calibration()):
+                engine._openset()
+
+
 @contextlib.contextmanager
 def embedded_by_current_encoder(engine: Any, embed: Callable[[Encoder], Any]) -> Iterator[Any]:
     """Run ``embed(encoder)`` outside ``engine``'s lock, then hold the lock for the ``with`` body. If a refine

@@ -84,7 +84,7 @@ def run(index_type: str, seconds: float = 4.0, n_ops: int = 400):
                     kind, got = "vectors", observe_vectors(eng)
                 hi = done[0]
                 records.append((kind, lo, hi, got))
-                time.sleep(0.002)  # the engine's lock is not writer-preferring: let the writer in
+                time.sleep(0.002)
         except Exception as exc:  # noqa: BLE001
             errors.append((f"reader{r}", repr(exc)))
             stop.set()
@@ -92,8 +92,8 @@ def run(index_type: str, seconds: float = 4.0, n_ops: int = 400):
     threads = [threading.Thread(target=reader, args=(r,)) for r in range(8)] + [threading.Thread(target=writer)]
     for t in threads:
         t.start()
-    start = time.monotonic()  # bounded: `seconds`, extended (to 20 s at most) until 10 mutations went through
-    while not stop.wait(0.05) and (time.monotonic() - start < seconds or done[0] < 10) \
+    start = time.monotonic()  # bounded: `seconds`, extended (to 20 s at most) until 10 mutations and 60 reads
+    while not stop.wait(0.05) and (time.monotonic() - start < seconds or done[0] < 10 or len(records) < 60) \
             and time.monotonic() - start < 20:
         pass
     stop.set()

@@ -1,0 +1,113 @@
+"""fewshot.engine.locks.ReadWriteLock: shared reads, exclusive writes, writer priority, re-entrancy; and the engine
+serving predictions under the shared side."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fewshot import FewShotEngine
+from fewshot.engine.locks import ReadWriteLock
+from tests.fakes import FakeTextEncoder, unit
+
+
+def test_readers_share_the_lock():
+    lock, inside, release = ReadWriteLock(), threading.Barrier(3, timeout=10), threading.Event()
+
+    def reader():
+        with lock.read():
+            inside.wait()           # all three readers are inside at the same time, or this times out
+            release.wait(10)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    with lock.read():
+        inside.wait()
+        release.set()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_writer_excludes_readers_and_a_waiting_writer_goes_before_new_readers():
+    lock, order = ReadWriteLock(), []
+    reading, writer_waiting = threading.Event(), threading.Event()
+
+    def first_reader():
+        with lock.read():
+            reading.set()
+            assert writer_waiting.wait(10)
+            time.sleep(0.1)          # the writer is queued now
+            order.append("reader 1 done")
+
+    def writer():
+        assert reading.wait(10)
+        writer_waiting.set()
+        with lock:
+            order.append("writer")
+
+    def late_reader():
+        assert writer_waiting.wait(10)
+        time.sleep(0.05)             # arrives while the writer waits: must not overtake it
+        with lock.read():
+            order.append("reader 2")
+
+    threads = [threading.Thread(target=f) for f in (first_reader, writer, late_reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert order == ["reader 1 done", "writer", "reader 2"]
+
+
+def test_reentrancy_and_the_refused_upgrade():
+    lock = ReadWriteLock()
+    with lock:
+        with lock:
+            with lock.read():  # the writer may read
+                assert lock._is_owned()
+        assert lock._is_owned()
+    assert not lock._is_owned()
+    with lock.read():
+        with lock.read():
+            pass
+        with pytest.raises(RuntimeError, match="read lock"):
+            lock.acquire()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    done = threading.Event()
+    threading.Thread(target=lambda: (lock.acquire(), lock.release(), done.set())).start()
+    assert done.wait(10)  # every hold above was released
+
+
+def test_predictions_run_in_parallel_under_the_shared_side_and_refit_nothing_without_a_change(monkeypatch):
+    eng = FewShotEngine(FakeTextEncoder())
+    eng.add_class("a", examples=["alpha one", "alpha two", "alpha three"])
+    eng.add_class("b", examples=["beta one", "beta two", "beta three"])
+    queries = unit(np.random.default_rng(0), 4)
+    fits = []
+    real_fit = type(eng.classifier).fit
+    monkeypatch.setattr(type(eng.classifier), "fit", lambda self, support: (fits.append(1), real_fit(self, support))[1])
+    first = eng.predict_vectors(queries, reject=True)
+    assert eng.openset is not None and len(fits) >= 1
+    n = len(fits)
+    inside = threading.Barrier(2, timeout=10)
+
+    original = type(eng.classifier).scores
+
+    def slow_scores(self, q):  # two predictions inside the engine at once, or the barrier times out
+        if len(q) == len(queries):
+            inside.wait()
+        return original(self, q)
+
+    monkeypatch.setattr(type(eng.classifier), "scores", slow_scores)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(eng.predict_vectors(queries, reject=True)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 2 and all(r == first for r in results)
+    assert len(fits) == n  # nothing was refitted: the support did not change
