@@ -233,11 +233,16 @@ def install(engine: Any, refined: RefinedEncoder, index: SupportIndex, classifie
     engine._dirty = False
 
 
-def ready_to_serve(engine: Any, openset: bool) -> bool:
-    """Whether predictions can run under the shared (read) lock: classifier, adaptation and, when ``openset``, the
+def _needs_openset(engine: Any, openset: bool | None) -> bool:
+    """Call with the classifier fitted: whether to use the open-set detector (``serving``'s ``openset``)."""
+    return bool(openset) or (openset is None and engine._uses_calibration())
+
+
+def ready_to_serve(engine: Any, openset: bool | None) -> bool:
+    """Whether predictions can run under the shared (read) lock: classifier, adaptation and, where needed, the
     open-set detector are fitted to the current support, so serving changes nothing."""
     return not engine._dirty and (engine.adapt_spec is None or engine.adaptation is not None) and \
-        (not openset or engine.openset is not None)
+        (engine.openset is not None or not _needs_openset(engine, openset))
 
 
 @contextlib.contextmanager
@@ -248,19 +253,18 @@ def serving(engine: Any, openset: bool | None) -> Iterator[None]:
     After ``SWAP_ATTEMPTS - 1`` rounds in which changes kept coming, it serves under the write side."""
     for attempt in range(SWAP_ATTEMPTS):
         last = attempt == SWAP_ATTEMPTS - 1
-        with engine._lock if last else engine._lock.read():
-            need = bool(openset) or (openset is None and engine._uses_calibration())
-            if last or ready_to_serve(engine, need):
-                if last:
-                    engine._fitted()
-                    if need:
-                        engine._openset()
+        if not last:
+            with engine._lock.read():
+                if ready_to_serve(engine, openset):
+                    yield
+                    return
+        with engine._lock:
+            engine._fitted()  # first: whether the scores are calibrated depends on the fitted classifier
+            if _needs_openset(engine, openset):
+                engine._openset()
+            if last:
                 yield
                 return
-        with engine._lock:
-            engine._fitted()
-            if bool(openset) or (openset is None and engine._uses_calibration()):
-                engine._openset()
 
 
 @contextlib.contextmanager

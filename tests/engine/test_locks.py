@@ -111,3 +111,16 @@ def test_predictions_run_in_parallel_under_the_shared_side_and_refit_nothing_wit
         t.join(10)
     assert len(results) == 2 and all(r == first for r in results)
     assert len(fits) == n  # nothing was refitted: the support did not change
+
+
+def test_a_learned_classifier_from_the_constructor_serves_its_first_prediction():
+    """The first prediction fits the classifier before asking whether its scores are calibrated (a learned
+    classifier has no state to ask about until it is fitted)."""
+    for method in ("linear", "logreg", "tip-adapter", "fusion"):
+        eng = FewShotEngine(FakeTextEncoder(), classifier=method)
+        eng.add_class("a", examples=["alpha one", "alpha two", "alpha three"])
+        eng.add_class("b", examples=["beta one", "beta two", "beta three"])
+        probs = eng.predict_proba(["alpha one", "beta two"])
+        assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        assert [p.label for p in eng.predict(["alpha one", "beta two"])] == ["a", "b"]  # its own examples
+        assert len(eng.predict(["alpha one", "beta two"], reject=True)) == 2
