@@ -17,6 +17,20 @@ Methods and trade-offs:
                 Largest gains at 0-1 shots when classes are balanced-ish in U; can drift when U holds many
                 inputs of no class (use with open-set rejection off or a clean pool).
 ``"recenter+soft-kmeans"`` both, in that order.
+``"anchored-kmeans"`` transductive soft k-means with a fixed anchor (the method to use at 0-10 shots with a pool of
+                the classes' own inputs). Queries and examples are centred on the pool mean, prompt vectors
+                (class names / descriptions) on *their own* mean (the text–query gap), all re-normalised. The
+                start P0 (C, d) is l2n(Σ examples + ``name_weight`` · name) per class (the name alone at 0 shots).
+                Then ``steps`` times: R = softmax(``temperature`` · Q Pᵀ) (u, C) and
+                P = l2n(Rᵀ Q / R.sum(0) + ``anchor`` · (n_c + has-name_c) · P0): the soft *mean* of the pool
+                inputs a class explains, plus P0 weighted by the class's labelled vectors, so the pull toward the
+                start does not fade with the pool size (it does in ``soft-kmeans``) and grows with the shots.
+                ``balanced=True`` Sinkhorn-normalises R to equal class sizes: better when the pool holds every
+                class in about equal numbers, worse under skew (10x imbalance costs points). A pool of fewer than
+                ``min_per_class`` (5) inputs per class is too small to adapt on: the method then falls back to
+                no adaptation (``wrap`` returns the support, queries pass unchanged; ``fallback_`` says why).
+                The temperature is fixed (the engine calibrates only ``*soft-kmeans`` temperatures).
+                Defaults chosen leave-one-data-set-out: benchmarks/results/transductive.md.
 ``"mmd"``       MMD-regularised linear probe: a support-side linear map ``A`` (d × d, starting at the identity) and
                 a linear head (starting at the prototypes) are trained together with cross-entropy on the support
                 examples (and prompt vectors) plus ``mmd_weight`` × the squared maximum mean discrepancy
@@ -37,8 +51,16 @@ from fewshot._core import check_float, check_int, check_vectors, l2_normalise, s
 from fewshot.classifiers.base import ArraySupport, Support
 from fewshot.errors import InvalidInputError
 
-AdaptMethod = Literal["recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "mmd"]
+AdaptMethod = Literal["recenter", "coral", "soft-kmeans", "recenter+soft-kmeans", "anchored-kmeans", "mmd"]
 ADAPT_METHODS: tuple[str, ...] = get_args(AdaptMethod)
+
+#: anchored-kmeans defaults: per constant, the value most of the three leave-one-data-set-out folds chose
+#: (benchmarks/results/transductive.md)
+ANCHORED_TEMPERATURE = 20.0
+ANCHORED_STEPS = 3
+ANCHOR = 0.1
+NAME_WEIGHT = 3.0
+MIN_PER_CLASS = 5
 
 
 class Adaptation:
@@ -47,10 +69,13 @@ class Adaptation:
     method: str
 
     def __init__(self, method: AdaptMethod = "recenter", steps: int | None = None, temperature: float | None = None,
-                 shrinkage: float = 0.1, mmd_weight: float = 1.0, identity_weight: float = 1.0, seed: int = 0):
+                 shrinkage: float = 0.1, mmd_weight: float = 1.0, identity_weight: float = 1.0, seed: int = 0,
+                 anchor: float = ANCHOR, name_weight: float = NAME_WEIGHT, balanced: bool = False,
+                 min_per_class: int = MIN_PER_CLASS):
         if method not in ADAPT_METHODS:
             raise InvalidInputError(f"unknown adaptation method {method!r}; choose one of {ADAPT_METHODS}")
-        steps = check_int("steps", (100 if method == "mmd" else 5) if steps is None else steps, 1)
+        default_steps = {"mmd": 100, "anchored-kmeans": ANCHORED_STEPS}.get(method, 5)
+        steps = check_int("steps", default_steps if steps is None else steps, 1)
         if temperature is not None:
             temperature = check_float("temperature", temperature, 0.0)
         self.method, self.steps, self.temperature = method, steps, temperature
@@ -60,6 +85,15 @@ class Adaptation:
         self.mmd_weight = check_float("mmd_weight", mmd_weight, 0.0, inclusive=True)
         self.identity_weight = check_float("identity_weight", identity_weight, 0.0, inclusive=True)
         self.seed = check_int("seed", seed, 0)
+        # anchored-kmeans only (accepted, and checked, for every method, like ``shrinkage``)
+        self.anchor = check_float("anchor", anchor, 0.0, inclusive=True)
+        self.name_weight = check_float("name_weight", name_weight, 0.0, inclusive=True)
+        if not isinstance(balanced, (bool, np.bool_)):
+            raise InvalidInputError(f"balanced must be True or False, got {balanced!r}")
+        self.balanced = bool(balanced)
+        self.min_per_class = check_int("min_per_class", min_per_class, 0)
+        self.fallback_: str | None = None          # why anchored-kmeans left the support as it is, if it did
+        self.class_mean_: np.ndarray | None = None  # (d,) mean of the prompt vectors (anchored-kmeans)
         self.support_map_: np.ndarray | None = None
         self.mmd_history_: tuple[float, float] | None = None  # squared MMD (before, after)
         self.mean_: np.ndarray | None = None
@@ -73,6 +107,9 @@ class Adaptation:
         unlabeled = check_vectors(unlabeled, support.dim, "unlabeled vectors")
         if len(unlabeled) < 2:
             raise InvalidInputError("adaptation needs at least 2 unlabeled inputs")
+        if self.method == "anchored-kmeans":
+            self._fit_anchored(support, unlabeled)
+            return self
         if self.method in ("recenter", "recenter+soft-kmeans"):
             self.mean_ = unlabeled.mean(0)
         if self.method == "coral":
@@ -154,6 +191,40 @@ class Adaptation:
             prototypes = l2_normalise((sums + resp.T @ queries) / (weights + resp.sum(0))[:, None])
         self.prototypes_ = prototypes
 
+    def _fit_anchored(self, support: Support, unlabeled: np.ndarray) -> None:
+        """Anchored soft k-means over the (u, d) pool; see the module docstring. Leaves the adaptation as the
+        identity (``fallback_`` says why) when the pool holds fewer than ``min_per_class`` inputs per class."""
+        n_classes = support.n_classes
+        if len(unlabeled) < self.min_per_class * n_classes:
+            self.fallback_ = (f"pool of {len(unlabeled)} inputs < min_per_class ({self.min_per_class}) x "
+                              f"{n_classes} classes: no adaptation")
+            return
+        self.mean_ = unlabeled.mean(0)
+        class_vectors, mask = support.class_vectors()
+        # prompt vectors are centred on their own mean (the text/query modality gap); with fewer than 2 that mean
+        # is the vector itself, so they are centred on the pool mean like the examples
+        self.class_mean_ = class_vectors[mask].mean(0) if mask.sum() >= 2 else self.mean_
+        view = self._map_view(support)
+        vectors, labels = view.examples()
+        mapped_cv, _ = view.class_vectors()
+        sums = np.zeros((n_classes, support.dim), np.float64)
+        np.add.at(sums, labels, vectors)                                    # (C, d) sums of examples
+        sums += self.name_weight * mapped_cv * mask[:, None]                # the name counts as name_weight examples
+        if ((view.example_counts() == 0) & ~mask).any():
+            raise InvalidInputError("every class needs an example or a prompt vector for anchored k-means")
+        anchors = l2_normalise(sums).astype(np.float32)                     # (C, d) P0
+        # each labelled vector of a class (example or prompt vector) anchors it with weight ``anchor``
+        weight = (self.anchor * (view.example_counts() + mask)).astype(np.float32)[:, None]   # (C, 1)
+        queries = self.transform_queries(unlabeled).astype(np.float32)      # (u, d)
+        temperature = np.float32(self.temperature or ANCHORED_TEMPERATURE)
+        prototypes = anchors
+        for _ in range(self.steps):
+            logits = temperature * queries @ prototypes.T                   # (u, C)
+            resp = sinkhorn(logits) if self.balanced else softmax(logits)
+            mass = np.maximum(resp.sum(0), 1e-9)[:, None]                   # (C, 1)
+            prototypes = l2_normalise((queries.T @ resp).T / mass + weight * anchors).astype(np.float32)
+        self.prototypes_ = prototypes
+
     # ------------------------------------------------------------------ applying
     def transform_queries(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) → (n, d) queries in the adapted space."""
@@ -172,21 +243,38 @@ class Adaptation:
         vectors, labels = support.examples()
         class_vectors, mask = support.class_vectors()
         mapped_cv = class_vectors.copy()
-        if mask.any():
+        if mask.any() and self.class_mean_ is not None:
+            mapped_cv[mask] = l2_normalise(class_vectors[mask] - self.class_mean_)
+        elif mask.any():
             mapped_cv[mask] = self._transform_support_vectors(class_vectors[mask])
         return ArraySupport(self._transform_support_vectors(vectors), labels, support.n_classes, mapped_cv, mask)
 
-    def calibration_view(self, support: Support) -> ArraySupport:
+    def calibration_view(self, support: Support) -> Support:
         """The support mapped into the adapted space, without soft-k-means prototypes (which were fitted with
         every support example): what leave-one-out calibration should score."""
+        if self.fallback_ is not None:
+            return support
         return self._map_view(support)
 
     def wrap(self, support: Support) -> Support:
-        """The adapted view a classifier is fitted on."""
+        """The adapted view a classifier is fitted on (``support`` itself after an anchored-kmeans fallback)."""
+        if self.fallback_ is not None:
+            return support
         view = self._map_view(support)
         if self.prototypes_ is not None:
             return RefinedPrototypeSupport(view, self.prototypes_)
         return view
+
+
+def sinkhorn(logits: np.ndarray, iters: int = 10) -> np.ndarray:
+    """(n, C) logits → (n, C) responsibilities whose rows sum to 1 and whose columns sum to about n / C (equal
+    class sizes), by ``iters`` rounds of Sinkhorn–Knopp scaling of exp(logits)."""
+    resp = np.exp(logits - logits.max(1, keepdims=True)).astype(np.float64)
+    n, n_classes = resp.shape
+    for _ in range(iters):
+        resp *= (n / n_classes) / np.maximum(resp.sum(0, keepdims=True), 1e-30)
+        resp /= resp.sum(1, keepdims=True)
+    return resp.astype(np.float32)
 
 
 def _support_points(support: Support) -> tuple[np.ndarray, np.ndarray]:
