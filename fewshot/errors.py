@@ -64,3 +64,8 @@ class EncoderUnavailableError(FewShotError, RuntimeError):
 
 class NotFittedError(FewShotError, RuntimeError):
     """A classifier or engine used before it has any classes."""
+
+
+class UncalibratedRejectionWarning(UserWarning):
+    """``reject=True`` asked for open-set rejection that cannot be calibrated (too few examples to hold out, and
+    no background text for a zero-shot threshold): nothing is rejected. Add examples to the classes."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fewshot.errors import InvalidInputError
 from fewshot.evaluation.bench import DEFAULT_METHODS, MODES
-from fewshot.openset import DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS
+from fewshot.openset import DEFAULT_KEEP, DEFAULT_OOD_SCORE, OOD_SCORES, TARGETS
 
 NAME = "bench"
 HELP = "benchmark episodic / all-classes / zero-shot / open-set accuracy"
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="all / zero-shot / openset: adapt to the unlabeled TEST pool (recenter + soft "
                              "k-means prototypes; labels never used)")
     parser.add_argument("--oos-label", default="oos", help="openset: label of out-of-scope TEST items")
-    parser.add_argument("--keep", type=float, default=0.95,
+    parser.add_argument("--keep", type=float, default=DEFAULT_KEEP,
                         help="openset: share of in-scope inputs to accept (threshold from support only)")
     parser.add_argument("--reject-score", default=DEFAULT_OOD_SCORE, choices=OOD_SCORES,
                         help="openset: the in-scope score thresholded (see fewshot/openset/detector.py)")

@@ -297,7 +297,7 @@ class FewShotEngine:
             view = self.adaptation.calibration_view(self.index) if self.adaptation is not None else self.index
             self.openset = OpenSetDetector(**self.openset_config).fit(
                 view, self.classifier, default_temperature=self.classifier.logit_scale,
-                calibrate_on=self._unseen_by_encoder())
+                calibrate_on=self._unseen_by_encoder(), background=lifecycle.background_text(self))
         return self.openset
 
     def _unseen_by_encoder(self) -> np.ndarray | None:

@@ -4,6 +4,7 @@ fine-tune never saw (open-set calibration uses only those)."""
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from fewshot.adapt import Adaptation, AdaptMethod
 from fewshot.classifiers import Classifier, Support, make_classifier
 from fewshot.errors import InvalidInputError
 from fewshot.index import IndexType, SupportIndex
-from fewshot.openset import fit_temperature, loo_scores
+from fewshot.openset import fit_temperature, generic_sentences, loo_scores
 from fewshot.templates import prompt_vectors
 
 if TYPE_CHECKING:
@@ -231,6 +232,28 @@ def install(engine: Any, refined: RefinedEncoder, index: SupportIndex, classifie
     engine.adapt_spec = None
     engine._changed()
     engine._dirty = False
+
+
+#: encoder → (m, d) embeddings of the shipped generic sentences (``background_text``), computed once per encoder
+_BACKGROUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def background_text(engine: Any) -> Callable[[], np.ndarray] | None:
+    """For rejection without leave-one-out data (description-only classes): a callable giving the shipped generic
+    sentences (``fewshot.openset.generic_sentences``) embedded by the engine's encoder — (m, d), through the same
+    adaptation as queries — computed on first use and kept per encoder. None for encoders that do not embed text
+    queries (image encoders; CLIP, whose queries are images)."""
+    encoder = engine.encoder
+    if set(getattr(encoder, "modalities", ())) != {"text"}:
+        return None
+
+    def vectors() -> np.ndarray:
+        if encoder not in _BACKGROUND:
+            _BACKGROUND[encoder] = encoder.encode_text(generic_sentences(), show_progress_bar=False)
+        out = _BACKGROUND[encoder]
+        return engine.adaptation.transform_queries(out) if engine.adaptation is not None else out
+
+    return vectors
 
 
 def _needs_openset(engine: Any, openset: bool | None) -> bool:

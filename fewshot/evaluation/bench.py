@@ -23,7 +23,7 @@ import numpy as np
 
 from fewshot.datasets import LabelledData, load_dataset, split_spec
 from fewshot.errors import InvalidInputError
-from fewshot.openset.detector import DEFAULT_OOD_SCORE, OODScore, RejectTarget
+from fewshot.openset.detector import DEFAULT_KEEP, DEFAULT_OOD_SCORE, OODScore, RejectTarget
 
 if TYPE_CHECKING:
     from fewshot.classifiers.base import Support
@@ -155,7 +155,7 @@ def _result(mode: str, method: str, way: int, shot: int, res: Any) -> dict[str, 
 
 
 def run_openset(data: BenchData, *, methods: Sequence[str] = ("prototype",), shots: Sequence[int] = (10,),
-                repeats: int = 5, seed: int = 0, oos_label: str = "oos", keep: float = 0.95,
+                repeats: int = 5, seed: int = 0, oos_label: str = "oos", keep: float = DEFAULT_KEEP,
                 score: OODScore = DEFAULT_OOD_SCORE, target: RejectTarget = "coverage",
                 transductive: bool = False) -> list[dict[str, Any]]:
     """Open-set evaluation: TEST holds in-scope items and items labelled ``oos_label``. For each shot count and

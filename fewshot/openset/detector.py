@@ -1,39 +1,62 @@
 """Open-set rejection: decide when an input fits none of the registered classes, with no test data.
 
 Everything is estimated on the support set by leave-one-out (LOO): support examples are split into blocks, each
-block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs (the
-Mahalanobis part is left out one example at a time, in closed form: ``fewshot.openset.mahalanobis``).
+block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs (for
+"min-z" the covariances are refitted without each block too; for the other Mahalanobis scores the Mahalanobis
+part is left out one example at a time, in closed form: ``fewshot.openset.mahalanobis``).
 From those LOO scores:
 
 * a softmax temperature is fitted by minimising the LOO negative log-likelihood (calibrated probabilities);
-* an out-of-distribution score is computed per input — ``"max-score"`` (top classifier score: for prototypes,
-  the cosine to the nearest prototype), ``"msp"`` (top calibrated probability) or ``"energy"``
-  (T·logsumexp(scores/T)) or ``"class-relative"`` (the top score minus how high the predicted class's own
-  examples usually score: classes differ in how tight they are, so one cosine threshold is too strict for loose
-  classes and too lax for tight ones), ``"mahalanobis"`` (relative Mahalanobis distance to the predicted class,
-  ``fewshot.openset.mahalanobis``: from the query vector, with a covariance shared by the classes, minus the distance to
-  the whole support) or ``"class-relative+mahalanobis"`` (the default: the class-relative score plus the relative
-  Mahalanobis score to the nearest class, each divided by its spread over the correctly classified LOO examples)
-  — higher = more in-scope. The Mahalanobis scores need the query vectors (``accept(scores, queries)``) and at
-  least 10 examples beyond one per class; with fewer they fall back to ``"class-relative"``. A label whose class
-  has only a description gets the typical (LOO mean) Mahalanobis part: a covariance says nothing about it;
+* an out-of-distribution score is computed per input — higher = more in-scope:
+
+  - ``"min-z"`` (the default): the minimum of three z-scores, each standardised by its mean and spread over the
+    correctly classified LOO examples — the raw top classifier score (for prototypes, the cosine to the nearest
+    prototype), the relative Mahalanobis score d²_0 − min_c d²_c and the plain one −min_c d²_c
+    (``fewshot.openset.mahalanobis``: a covariance shared by the classes, Ledoit-Wolf shrinkage; d²_0 is the
+    distance to the whole support). An input that any of the three calls far off is rejected: the relative part
+    helps against unknowns close to the classes, but alone it loses inputs far from everything (it subtracts
+    exactly the distance that says so), which the raw score and the plain distance catch. Chosen over 15
+    open-set splits, leave-one-data-set-out (``benchmarks/openset_carryover.py``);
+  - ``"max-score"`` (the top classifier score), ``"msp"`` (top calibrated probability), ``"energy"``
+    (T·logsumexp(scores/T));
+  - ``"class-relative"`` (the top score minus how high the predicted class's own examples usually score);
+  - ``"mahalanobis"`` (relative Mahalanobis distance to the predicted class);
+  - ``"class-relative+mahalanobis"`` (the class-relative score plus the relative Mahalanobis score to the nearest
+    class, each divided by its LOO spread: the better choice for unknowns close to the classes on large
+    supports, but it loses far-off inputs on small ones).
+
+  The Mahalanobis scores need the query vectors (``accept(scores, queries)``) and at least 10 examples beyond one
+  per class; with fewer, ``"min-z"`` falls back to ``"max-score"`` and the others to ``"class-relative"``. A label
+  whose class has only a description gets the typical (LOO mean) Mahalanobis part: a covariance says nothing
+  about it;
 * a confidence per label, P(the label is right | its score), is fitted by 1-D logistic regression of LOO
   correctness on the LOO rejection score (Platt scaling; on the top classifier score for "msp" and "energy"):
   monotone in the score, so it ranks in-scope above out-of-scope inputs as well as the score itself, and is
   comparable across inputs;
-* a threshold is chosen so that a fraction ``keep`` of in-scope inputs is accepted (``target="coverage"``), or so
-  that ``keep`` of the correctly classified LOO examples survive (``target="accuracy"``, "keep 95% of in-scope
-  accuracy"), or so that in-scope accuracy falls by at most ``1 − keep`` in absolute terms (``target="drop"``:
-  at most that share of all LOO examples is both correct and rejected; ``keep=0.98`` → at most 2 points).
-  ``per_class=True`` gives each predicted class its own threshold, shrunk toward the global one by ``shrinkage``
-  pseudo-examples; with ``"drop"`` that spends the budget unevenly across classes, so the bound then holds only
-  for the global threshold. The same ``shrinkage`` shrinks the class-relative offsets toward 0.
+* a threshold is chosen so that a fraction ``keep`` of in-scope inputs is accepted (``target="coverage"``, the
+  default, with ``keep=0.97``: it holds on held-out queries on average), or so that ``keep`` of the correctly
+  classified LOO examples survive (``target="accuracy"``), or so that in-scope accuracy falls by at most
+  ``1 − keep`` in absolute terms (``target="drop"``): few LOO examples make that share noisy, so the number of
+  correct LOO examples it may reject is the largest k whose one-sided 90% Clopper-Pearson upper bound on k / n
+  stays ≤ 1 − keep (none, with fewer than about 115 LOO examples at ``keep=0.98``: the threshold is then the
+  lowest correct LOO score). Still not a guarantee on new queries: LOO accuracy is optimistic for them
+  (the benchmark reports requested against achieved drop). ``per_class=True`` gives each predicted class its own
+  threshold, shrunk toward the global one by ``shrinkage`` pseudo-examples; with ``"drop"`` that spends the budget
+  unevenly across classes, so the bound then holds only for the global threshold. The same ``shrinkage`` shrinks
+  the class-relative offsets toward 0.
+
+With fewer than 5 LOO examples (description-only classes, a zero-shot engine, one example per class) nothing can
+be calibrated: given ``fit(..., background=...)`` — embedded generic sentences, ``generic_sentences()`` — the
+threshold on the top classifier score comes from how generic text and neighbouring classes score
+(``fewshot.openset.background``); without it rejection is impossible and ``accept`` / ``assess(reject=True)`` warn
+``UncalibratedRejectionWarning`` instead of silently accepting everything.
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
 inputs and lets more out-of-scope ones through; thresholds move monotonically with ``keep``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -41,13 +64,18 @@ import numpy as np
 from fewshot._core import check_float, check_int, softmax
 from fewshot.classifiers import make_classifier
 from fewshot.classifiers.base import ArraySupport, Classifier, Support
-from fewshot.errors import InvalidInputError
+from fewshot.errors import InvalidInputError, UncalibratedRejectionWarning
+from fewshot.openset.background import Background, zero_shot_threshold
 from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows
 
-OODScore = Literal["max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis"]
+OODScore = Literal["max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis",
+                   "min-z"]
 OOD_SCORES: tuple[str, ...] = get_args(OODScore)
-NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis")   # scores computed from the query vectors too
-DEFAULT_OOD_SCORE: OODScore = "class-relative+mahalanobis"
+NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis", "min-z")   # computed from the query vectors too
+DEFAULT_OOD_SCORE: OODScore = "min-z"
+DEFAULT_KEEP = 0.97
+DROP_CONFIDENCE = 0.9       # one-sided confidence of the upper bound that target="drop" keeps within 1 − keep
+MIN_LOO = 5                 # LOO examples needed to calibrate anything
 RejectTarget = Literal["coverage", "accuracy", "drop"]
 TARGETS: tuple[str, ...] = get_args(RejectTarget)
 
@@ -144,7 +172,8 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.
 class OpenSetDetector:
     """Calibrated probabilities and an accept / reject decision, fitted on support data only."""
 
-    def __init__(self, score: OODScore = DEFAULT_OOD_SCORE, keep: float = 0.95, target: RejectTarget = "coverage",
+    def __init__(self, score: OODScore = DEFAULT_OOD_SCORE, keep: float = DEFAULT_KEEP,
+                 target: RejectTarget = "coverage",
                  per_class: bool = False, shrinkage: float = 10.0, max_loo_examples: int = 2000, seed: int = 0):
         if score not in OOD_SCORES:
             raise InvalidInputError(f"score must be one of {OOD_SCORES}, got {score!r}")
@@ -167,7 +196,12 @@ class OpenSetDetector:
         self.scales_: tuple[float, float] = (1.0, 1.0)      # LOO spreads of the class-relative / Mahalanobis parts
         self.typical_mahalanobis_: float = 0.0              # its mean over correct LOO examples: the Mahalanobis
                                                             # part for labels of classes that have no example
-        self.effective_score_: str = score                  # "class-relative" when a Mahalanobis score can't fit
+        self.z_params_: tuple[tuple[float, float], ...] | None = None  # "min-z": LOO (mean, spread) of each part
+        self.effective_score_: str = score                  # the fallback when a Mahalanobis score can't fit
+        self.threshold_source_: str = "none"                # "loo", "zero-shot" (background) or "none"
+        self.uncalibrated_: str | None = None               # why rejection is impossible (warned on use)
+        self.loo_ood_: np.ndarray | None = None             # (m,) LOO rejection scores the threshold was chosen on
+        self.loo_correct_: np.ndarray | None = None         # (m,) whether each LOO example was classified right
         self.support: Support | None = None
 
     def config(self) -> dict[str, Any]:
@@ -176,32 +210,43 @@ class OpenSetDetector:
 
     def fit(self, support: Support, classifier: Classifier | str = "prototype",
             classifier_config: dict | None = None, default_temperature: float = 20.0,
-            calibrate_on: np.ndarray | None = None) -> OpenSetDetector:
-        """Fit temperature and thresholds from LOO scores of the support set (no rejection if too few).
-        ``calibrate_on``: (n,) bool mask over ``support.examples()``, the examples to score (default all)."""
+            calibrate_on: np.ndarray | None = None, background: Background = None) -> OpenSetDetector:
+        """Fit temperature and thresholds from LOO scores of the support set. ``calibrate_on``: (n,) bool mask over
+        ``support.examples()``, the examples to score (default all). ``background``: (m, d) vectors of generic text
+        (``generic_sentences()`` embedded like queries), or a callable returning them (called only when needed):
+        the threshold when there are fewer than 5 LOO examples; without it there is then no rejection, and
+        ``accept`` warns."""
         self.support = support
         folds = loo_folds(support, self.max_loo_examples, seed=self.seed, only=calibrate_on)
         scores, truth, index = _scores_on_folds(support, classifier, classifier_config, folds)
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         self.mahalanobis_, self.scales_, self.typical_mahalanobis_ = None, (1.0, 1.0), 0.0
+        self.z_params_, self.threshold_source_, self.uncalibrated_ = None, "none", None
+        self.loo_ood_, self.loo_correct_ = None, None
         vectors, labels = support.examples()
         rows = fit_rows(labels, self.seed)      # None, or a class-stratified subset of a large support
         fitted = np.ones(len(labels), bool) if rows is None else rows
         if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels[fitted], support.n_classes):
             self.mahalanobis_ = RelativeMahalanobis().fit(vectors[fitted], labels[fitted], support.n_classes)
-        # a Mahalanobis score with too few examples for a covariance rejects by the class-relative score
-        self.effective_score_ = "class-relative" if self.score in NEEDS_QUERIES and self.mahalanobis_ is None \
-            else self.score
-        if len(truth) < 5:
+        # a Mahalanobis score with too few examples for a covariance: "min-z" rejects by the raw top score (the
+        # part that never loses far-off inputs), the others by the class-relative score
+        self.effective_score_ = self.score
+        if self.score in NEEDS_QUERIES and self.mahalanobis_ is None:
+            self.effective_score_ = "max-score" if self.score == "min-z" else "class-relative"
+        if len(truth) < MIN_LOO:
+            self._fit_without_loo(support, classifier, classifier_config, background)
             return self
+        self.threshold_source_ = "loo"
         predicted = scores.argmax(1)
         correct = predicted == truth
         score = self.effective_score_
         if score in ("class-relative", "class-relative+mahalanobis"):
             self.class_offsets_, relative = class_offsets(scores.max(1), predicted, truth, support.n_classes,
                                                           self.shrinkage)
-        if score in NEEDS_QUERIES:
+        if score == "min-z":
+            ood = self._fit_min_z(scores, predicted, correct, support, folds, None if rows is None else rows[index])
+        elif score in NEEDS_QUERIES:
             # (m, C) LOO class scores: in closed form for examples in the fit; outside it (a large support) new
             assert self.mahalanobis_ is not None and self.mahalanobis_.counts is not None
             held_out = self.mahalanobis_.class_scores(vectors[index])
@@ -222,12 +267,13 @@ class OpenSetDetector:
         # confidence from the score that rejection uses, so the two rank inputs alike (msp/energy: the top score)
         confidence_scores = scores.max(1) if score in ("msp", "energy") else ood
         self.platt_ = fit_platt(confidence_scores, correct)
+        self.loo_ood_, self.loo_correct_ = np.asarray(ood, np.float64), correct
         pool = ood if self.target == "coverage" else ood[correct]
         if len(pool) == 0:
             return self
         # share of the pool to reject: for "drop" the allowed absolute loss, over the correct share of all
-        if self.target == "drop":  # reject at most floor((1 - keep)·n) correct examples: the lower order statistic
-            allowed = int(np.floor((1.0 - self.keep) * len(truth) + 1e-9))
+        if self.target == "drop":  # reject at most k correct examples, k bounded with confidence: the order stat.
+            allowed = allowed_rejections(len(truth), 1.0 - self.keep)
             reject = min(1.0, allowed / len(pool))
             self.threshold_ = float(np.sort(pool)[allowed]) if allowed < len(pool) else float(pool.max()) + 1e-6
         else:
@@ -242,6 +288,68 @@ class OpenSetDetector:
                 thresholds[c] = (len(own) * local + self.shrinkage * self.threshold_) / (len(own) + self.shrinkage)
             self.class_thresholds_ = thresholds
         return self
+
+    def _fit_min_z(self, scores: np.ndarray, predicted: np.ndarray, correct: np.ndarray, support: Support,
+                   folds: list[tuple[np.ndarray, np.ndarray]], inside: np.ndarray | None) -> np.ndarray:
+        """"min-z" from the (m, C) LOO classifier scores of the ``folds`` blocks: store the (mean, spread) of each
+        part over the correct ones and return the (m,) LOO scores. The Mahalanobis parts of a block come from a
+        refit without it (Ledoit-Wolf shrinkage re-estimated, as for a new input: the closed form, which holds the
+        shrinkage fixed, makes held-out examples look closer than new inputs when there are fewer examples than
+        dimensions). A support too large for one fit (``inside``: (m,) whether each LOO example is in the
+        covariance fit) leaves the fit's own examples out in closed form and scores the others as new."""
+        maha = self.mahalanobis_
+        assert maha is not None and maha.counts is not None
+        vectors, labels = support.examples()
+        index = np.concatenate([block for block, _ in folds])
+        if inside is not None:
+            background, d2 = maha.background_distances(vectors[index]), maha.class_distances(vectors[index])
+            if inside.any():
+                background[inside], d2[inside] = maha.leave_one_out_parts(vectors[index[inside]],
+                                                                          labels[index[inside]])
+        else:
+            parts_of = []
+            for block, rest in folds:
+                if RelativeMahalanobis.can_fit(labels[rest], support.n_classes):
+                    model = RelativeMahalanobis().fit(vectors[rest], labels[rest], support.n_classes)
+                    parts_of.append((model.background_distances(vectors[block]), model.class_distances(vectors[block])))
+                else:                                          # too few examples left to refit: the closed form
+                    parts_of.append(maha.leave_one_out_parts(vectors[block], labels[block]))
+            background = np.concatenate([b for b, _ in parts_of])
+            d2 = np.concatenate([d for _, d in parts_of])
+        nearest = d2.min(1)
+        parts = [scores.max(1).astype(np.float64), background - nearest, -nearest]
+        params = []
+        for part in parts:
+            ok = correct & np.isfinite(part)
+            params.append((float(part[ok].mean()) if ok.any() else 0.0, _spread(part[ok])))
+        self.z_params_ = tuple(params)
+        z_top, z_maha = self._min_z_parts(parts[0], parts[1], parts[2])
+        return np.where(maha.counts[predicted] > 0, np.minimum(z_top, z_maha), np.minimum(z_top, 0.0))
+
+    def _min_z_parts(self, top: np.ndarray, relative: np.ndarray, plain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The z of the top score (any shape) and the smaller z of the two Mahalanobis parts ((n,) arrays)."""
+        assert self.z_params_ is not None
+        (m1, s1), (m2, s2), (m3, s3) = self.z_params_
+        return (top - m1) / s1, np.minimum((relative - m2) / s2, (plain - m3) / s3)
+
+    def _fit_without_loo(self, support: Support, classifier: Classifier | str, classifier_config: dict | None,
+                         background: Background) -> None:
+        """Fewer than 5 LOO examples: a zero-shot threshold on the top score from ``background``, else none (and
+        a reason, warned when rejection is asked for)."""
+        why = "there are fewer than 5 examples that can be held out (classes with only a description, or one " \
+              "example each), so no threshold can be calibrated from examples"
+        vectors = background() if callable(background) else background
+        if vectors is None:
+            self.uncalibrated_ = f"rejection is not calibrated and rejects nothing: {why}, and no background " \
+                                 "text was given (OpenSetDetector.fit(..., background=...)); add examples"
+            return
+        fitted = _unfitted(classifier, classifier_config).fit(support)
+        threshold, problem = zero_shot_threshold(fitted, support, vectors)
+        if threshold is None:
+            self.uncalibrated_ = f"rejection is not calibrated and rejects nothing: {why}, and the zero-shot " \
+                                 f"threshold cannot be computed: {problem}; add examples"
+            return
+        self.effective_score_, self.threshold_, self.threshold_source_ = "max-score", threshold, "zero-shot"
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, C) scores → (n, C) calibrated probabilities."""
@@ -274,6 +382,15 @@ class OpenSetDetector:
         get the typical Mahalanobis part: a covariance says nothing about them."""
         x = scores.astype(np.float64)
         score = self.effective_score_
+        if score == "min-z":
+            maha = self.mahalanobis_
+            assert maha is not None and maha.counts is not None
+            if queries is None:
+                raise InvalidInputError(f"the {self.score!r} rejection score needs the query vectors: pass queries")
+            d2 = maha.class_distances(queries)
+            nearest = d2.min(1)
+            z_top, z_maha = self._min_z_parts(x, maha.background_distances(queries) - nearest, -nearest)
+            return np.where(maha.counts[None, :] > 0, np.minimum(z_top, z_maha[:, None]), np.minimum(z_top, 0.0))
         if score == "mahalanobis":
             assert self.mahalanobis_ is not None and self.mahalanobis_.counts is not None
             return np.where(self.mahalanobis_.counts[None, :] > 0, self._mahalanobis(queries, per_class=True),
@@ -323,6 +440,8 @@ class OpenSetDetector:
 
     def _accept(self, ood: np.ndarray, scores: np.ndarray, queries: np.ndarray | None) -> np.ndarray:
         """(n,) in-scope-ness against the threshold(s); inputs equal to a support example are always accepted."""
+        if self.uncalibrated_ is not None:
+            warnings.warn(self.uncalibrated_, UncalibratedRejectionWarning, stacklevel=3)
         threshold = self.class_thresholds_[scores.argmax(1)] if self.class_thresholds_ is not None \
             else self.threshold_
         accepted = ood >= threshold
@@ -332,6 +451,19 @@ class OpenSetDetector:
             exact[~accepted] = sims[:, 0] >= 1.0 - 1e-4   # an input equal to a support example
             accepted |= exact
         return accepted
+
+
+def allowed_rejections(n: int, budget: float, confidence: float = DROP_CONFIDENCE) -> int:
+    """The largest k such that rejecting k correct examples of n keeps the one-sided ``confidence`` Clopper-Pearson
+    upper bound on the rejected-and-correct share ≤ ``budget`` (0 when even k = 0 does not)."""
+    if n <= 0 or budget <= 0:
+        return 0
+    from scipy.stats import beta
+
+    k = int(np.floor(budget * n + 1e-9))          # the bound exceeds k / n, so no larger k can qualify
+    while k > 0 and float(beta.ppf(confidence, k + 1, n - k)) > budget:
+        k -= 1
+    return k
 
 
 def _spread(values: np.ndarray) -> float:

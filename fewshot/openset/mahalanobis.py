@@ -84,6 +84,13 @@ class RelativeMahalanobis:
         """(m, d) vectors and (m,) labels of examples that were part of the fit → (m, C) per-class scores
         d²_0 − d²_c, each row computed as if that example had been left out of the fit (closed form, see the
         module docstring; ``.max(1)`` gives ``scores``). An example alone in its class leaves no class: −inf."""
+        background, d2 = self.leave_one_out_parts(vectors, labels)
+        return background[:, None] - d2
+
+    def leave_one_out_parts(self, vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The two terms of ``leave_one_out_scores``: ((m,) background d²_0, (m, C) class d²_c), each computed as
+        if that example had been left out of the fit (+inf for empty classes, and for an example's own class
+        when it is alone in it). ``−d2.min(1)`` is the LOO plain Mahalanobis score."""
         vectors = np.asarray(vectors, np.float64)
         labels = np.asarray(labels, np.int64)
         rows = np.arange(len(labels))
@@ -107,7 +114,7 @@ class RelativeMahalanobis:
         bg_d2 = (background ** 2).sum(1)
         c0 = self._downdate[1] * total / (total - 1.0)
         bg = (total / (total - 1.0)) ** 2 * bg_d2 / np.maximum(1.0 - c0 * bg_d2, 1e-12)
-        return bg[:, None] - d2
+        return bg, d2
 
     def class_distances(self, queries: np.ndarray) -> np.ndarray:
         """(n, d) queries → (n, C) squared Mahalanobis distances to each class mean (+inf for empty classes)."""

@@ -169,3 +169,23 @@ def test_application_metadata_is_saved_loaded_and_checked(tmp_path):
             loaded.save(tmp_path / "eng")
     assert {p: p.read_bytes() for p in (tmp_path / "eng").rglob("*") if p.is_file()} == files
     assert FewShotEngine.load(tmp_path / "eng", encoder=FakeTextEncoder()).metadata["journal"]["seq"] == 42
+
+
+def test_a_description_only_engine_rejects_with_a_zero_shot_threshold_from_generic_text():
+    """No examples, so no leave-one-out data: the engine gives the detector the shipped generic sentences embedded
+    by its own encoder (computed once per encoder), and rejection is live instead of a silent no-op."""
+    import warnings
+
+    from fewshot.engine import lifecycle
+    from tests.fakes import FakeTextEncoder
+
+    encoder = FakeTextEncoder()
+    eng = FewShotEngine(encoder=encoder)
+    for name in ("refund", "lost card", "greeting"):
+        eng.add_class(name, description=name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an UncalibratedRejectionWarning would fail here
+        preds = eng.predict(["refund", "an unrelated sentence"], reject=True)
+    assert eng.openset.threshold_source_ == "zero-shot" and np.isfinite(eng.openset.threshold_)
+    assert len(preds) == 2
+    assert encoder in lifecycle._BACKGROUND and lifecycle._BACKGROUND[encoder].shape[1] == encoder.dim

@@ -119,3 +119,17 @@ def test_large_supports_are_fitted_on_a_class_stratified_subset(rng, monkeypatch
     assert (det.mahalanobis_.counts > 0).all()
     scores = PrototypeClassifier().fit(support).scores(vectors)
     assert (det.ood_scores(scores, vectors) >= det.threshold_).mean() > 0.8
+
+
+def test_leave_one_out_parts_are_the_two_terms_of_the_leave_one_out_scores(rng):
+    """``leave_one_out_parts`` gives the background d²_0 and the class d²_c that ``leave_one_out_scores`` subtracts
+    (the plain Mahalanobis score −min d²_c of "min-z" reads the second alone); held in, they are the distances of
+    a new input."""
+    vectors, labels = gaussian_classes(rng, n_classes=5, per_class=6, dim=8)
+    model = RelativeMahalanobis().fit(vectors, labels, 6)
+    background, d2 = model.leave_one_out_parts(vectors, labels)
+    assert background.shape == (len(labels),) and d2.shape == (len(labels), 6) and np.isinf(d2[:, 5]).all()
+    np.testing.assert_allclose(background[:, None] - d2, model.leave_one_out_scores(vectors, labels))
+    assert (background > model.background_distances(vectors)).all()            # left out: farther
+    own = np.arange(len(labels)), labels
+    assert (d2[own] > model.class_distances(vectors)[own]).all()
