@@ -238,18 +238,22 @@ def install(engine: Any, refined: RefinedEncoder, index: SupportIndex, classifie
 _BACKGROUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def background_text(engine: Any) -> Callable[[], np.ndarray] | None:
+def background_text(engine: Any) -> Callable[[], np.ndarray | None] | None:
     """For rejection without leave-one-out data (description-only classes): a callable giving the shipped generic
     sentences (``fewshot.openset.generic_sentences``) embedded by the engine's encoder — (m, d), through the same
     adaptation as queries — computed on first use and kept per encoder. None for encoders that do not embed text
-    queries (image encoders; CLIP, whose queries are images)."""
+    queries (image encoders; CLIP, whose queries are images), and the callable gives None for an encoder that
+    cannot embed text after all (the detector then warns that rejection is not calibrated)."""
     encoder = engine.encoder
     if set(getattr(encoder, "modalities", ())) != {"text"}:
         return None
 
-    def vectors() -> np.ndarray:
+    def vectors() -> np.ndarray | None:
         if encoder not in _BACKGROUND:
-            _BACKGROUND[encoder] = encoder.encode_text(generic_sentences(), show_progress_bar=False)
+            try:
+                _BACKGROUND[encoder] = encoder.encode_text(generic_sentences(), show_progress_bar=False)
+            except InvalidInputError:  # declares text but cannot embed it (e.g. precomputed vectors only)
+                return None
         out = _BACKGROUND[encoder]
         return engine.adaptation.transform_queries(out) if engine.adaptation is not None else out
 

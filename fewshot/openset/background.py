@@ -27,7 +27,7 @@ from fewshot.classifiers.base import Classifier, Support
 ZERO_SHOT_LAMBDA = 0.4      # weight of the neighbouring-class reference n against the generic-text one g
 GENERIC_FILE = "generic_sentences.txt"
 
-Background = np.ndarray | Callable[[], np.ndarray] | None
+Background = np.ndarray | Callable[[], np.ndarray | None] | None  # a callable may find no text after all
 
 
 @lru_cache(maxsize=1)
