@@ -26,46 +26,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fewshot import errors
-from fewshot.errors import FewShotError, InvalidInputError
+from fewshot.errors import (  # the service's errors live in fewshot.errors; re-exported here for client users
+    AuthenticationError,
+    EngineExistsError,
+    FewShotError,
+    InvalidInputError,
+    RequestTooLargeError,
+    ServiceError,
+    UnknownEngineError,
+    UnknownJobError,
+)
 
 __all__ = ["AuthenticationError", "Client", "EngineExistsError", "Prediction", "RemoteEngine",
            "RequestTooLargeError", "ServiceError", "UnknownEngineError", "UnknownJobError"]
 
 
-class ServiceError(FewShotError):
-    """An error answer from the service that has no more specific class (e.g. a 5xx, or an unknown route).
-    ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-class AuthenticationError(FewShotError, PermissionError):
-    """A ``/v1`` request without the right ``Authorization: Bearer <token>`` (HTTP 401)."""
-
-
-class UnknownEngineError(FewShotError, LookupError):
-    """An engine name the service does not hold (HTTP 404)."""
-
-
-class UnknownJobError(FewShotError, LookupError):
-    """A job id the service does not know (HTTP 404)."""
-
-
-class EngineExistsError(FewShotError, ValueError):
-    """Creating an engine whose name is taken (HTTP 409)."""
-
-
-class RequestTooLargeError(InvalidInputError):
-    """A request over one of the service's limits: body bytes, inputs per request, characters per text (413)."""
-
-
 #: error classes the client can raise, by the ``type`` name the service writes
 ERROR_TYPES: dict[str, type[FewShotError]] = {
     name: cls for name, cls in vars(errors).items() if isinstance(cls, type) and issubclass(cls, FewShotError)}
-ERROR_TYPES.update({cls.__name__: cls for cls in (ServiceError, AuthenticationError, UnknownEngineError,
-                                                  UnknownJobError, EngineExistsError, RequestTooLargeError)})
 
 
 def error_from_answer(status: int, body: bytes) -> FewShotError:

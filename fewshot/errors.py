@@ -66,6 +66,39 @@ class NotFittedError(FewShotError, RuntimeError):
     """A classifier or engine used before it has any classes."""
 
 
+# ---- errors of the HTTP service (fewshot serve) as fewshot.client raises them
+
+
+class ServiceError(FewShotError):
+    """An error answer from the service that has no more specific class (e.g. a 5xx, or an unknown route).
+    ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class AuthenticationError(FewShotError, PermissionError):
+    """A ``/v1`` request without the right ``Authorization: Bearer <token>`` (HTTP 401)."""
+
+
+class UnknownEngineError(FewShotError, LookupError):
+    """An engine name the service does not hold (HTTP 404)."""
+
+
+class UnknownJobError(FewShotError, LookupError):
+    """A job id the service does not know (HTTP 404)."""
+
+
+class EngineExistsError(FewShotError, ValueError):
+    """Creating an engine whose name is taken (HTTP 409)."""
+
+
+class RequestTooLargeError(InvalidInputError):
+    """A request over one of the service's limits: body bytes, inputs per request, characters per text (413)."""
+
+
+
 class UncalibratedRejectionWarning(UserWarning):
     """``reject=True`` asked for open-set rejection that cannot be calibrated (too few examples to hold out, and
     no background text for a zero-shot threshold): nothing is rejected. Add examples to the classes."""

@@ -23,21 +23,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from fewshot._core import __version__
-from fewshot.client import (
-    AuthenticationError,
-    EngineExistsError,
-    RequestTooLargeError,
-    UnknownEngineError,
-    UnknownJobError,
-)
 from fewshot.errors import (
+    AuthenticationError,
     CorruptIndexError,
     DuplicateClassError,
     EncoderUnavailableError,
+    EngineExistsError,
     FewShotError,
     InvalidInputError,
     NotFittedError,
+    RequestTooLargeError,
     UnknownClassError,
+    UnknownEngineError,
+    UnknownJobError,
 )
 from fewshot.serve import models as m
 from fewshot.serve.jobs import Jobs, refine_methods

@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fewshot.classifiers import CLASSIFIERS
-from fewshot.client import UnknownJobError
 from fewshot.engine import lifecycle
-from fewshot.errors import InvalidInputError, NotFittedError
+from fewshot.errors import InvalidInputError, NotFittedError, UnknownJobError
 from fewshot.serve.store import EngineStore, Handle
 
 log = logging.getLogger("fewshot.serve")

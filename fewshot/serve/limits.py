@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fewshot.client import RequestTooLargeError
-from fewshot.errors import InvalidInputError
+from fewshot.errors import InvalidInputError, RequestTooLargeError
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class ClassifyRequest(Request):
 
 # ---------------------------------------------------------------------- answers
 class ErrorDetail(BaseModel):
-    type: str = Field(description="the fewshot.errors (or fewshot.client) exception class name")
+    type: str = Field(description="the fewshot.errors exception class name")
     message: str
 
 

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fewshot.client import EngineExistsError, UnknownEngineError
 from fewshot.encoders.base import Encoder, check_texts
 from fewshot.engine.engine import FewShotEngine
 from fewshot.errors import (
     CorruptIndexError,
     DuplicateClassError,
     EmptyClassError,
+    EngineExistsError,
     FewShotError,
     InvalidInputError,
     UnknownClassError,
+    UnknownEngineError,
 )
 from fewshot.index.storage import POINTER, open_snapshot, read_json_object
 from fewshot.serve.journal import SEQ_KEY, Journal
