@@ -62,11 +62,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from fewshot._core import check_float, check_int, softmax
+from fewshot._threads import single_threaded_blas
 from fewshot.classifiers import make_classifier
 from fewshot.classifiers.base import ArraySupport, Classifier, Support
 from fewshot.errors import InvalidInputError, UncalibratedRejectionWarning
 from fewshot.openset.background import Background, zero_shot_threshold
-from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows
+from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows, fold_grams
 
 OODScore = Literal["max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis",
                    "min-z"]
@@ -215,7 +216,12 @@ class OpenSetDetector:
         ``support.examples()``, the examples to score (default all). ``background``: (m, d) vectors of generic text
         (``generic_sentences()`` embedded like queries), or a callable returning them (called only when needed):
         the threshold when there are fewer than 5 LOO examples; without it there is then no rejection, and
-        ``accept`` warns."""
+        ``accept`` warns. Runs with one BLAS thread (``fewshot._threads``): small matrices, busy machines."""
+        with single_threaded_blas():
+            return self._fit(support, classifier, classifier_config, default_temperature, calibrate_on, background)
+
+    def _fit(self, support: Support, classifier: Classifier | str, classifier_config: dict | None,
+             default_temperature: float, calibrate_on: np.ndarray | None, background: Background) -> OpenSetDetector:
         self.support = support
         folds = loo_folds(support, self.max_loo_examples, seed=self.seed, only=calibrate_on)
         scores, truth, index = _scores_on_folds(support, classifier, classifier_config, folds)
@@ -308,9 +314,12 @@ class OpenSetDetector:
                                                                           labels[index[inside]])
         else:
             parts_of = []
+            refit = [rest for _, rest in folds if RelativeMahalanobis.can_fit(labels[rest], support.n_classes)]
+            grams = iter(fold_grams(vectors, refit))
             for block, rest in folds:
                 if RelativeMahalanobis.can_fit(labels[rest], support.n_classes):
-                    model = RelativeMahalanobis().fit(vectors[rest], labels[rest], support.n_classes)
+                    model = RelativeMahalanobis().fit(vectors[rest], labels[rest], support.n_classes,
+                                                      gram=next(grams))
                     parts_of.append((model.background_distances(vectors[block]), model.class_distances(vectors[block])))
                 else:                                          # too few examples left to refit: the closed form
                     parts_of.append(maha.leave_one_out_parts(vectors[block], labels[block]))

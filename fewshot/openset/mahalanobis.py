@@ -58,26 +58,33 @@ class RelativeMahalanobis:
         labels = np.asarray(labels)
         return len(labels) - len(np.unique(labels)) >= MIN_RESIDUALS and n_classes >= 1
 
-    def fit(self, vectors: np.ndarray, labels: np.ndarray, n_classes: int) -> RelativeMahalanobis:
-        """Fit from (n, d) vectors and (n,) class indices in [0, n_classes)."""
-        from sklearn.covariance import ledoit_wolf
-
+    def fit(self, vectors: np.ndarray, labels: np.ndarray, n_classes: int,
+            gram: np.ndarray | None = None) -> RelativeMahalanobis:
+        """Fit from (n, d) vectors and (n,) class indices in [0, n_classes). ``gram``: their (d, d) ``vectorsᵀ
+        vectors`` when the caller has it already (e.g. a fold's, as the whole support's minus the held-out
+        block's, ``fold_grams``), which saves the one O(n·d²) product of the fit."""
         vectors = np.asarray(vectors, np.float64)
         labels = np.asarray(labels, np.int64)
         if not self.can_fit(labels, n_classes):
             raise InvalidInputError(f"relative Mahalanobis needs at least {MIN_RESIDUALS} within-class residuals "
                                     f"(examples beyond one per class), got {len(labels) - len(np.unique(labels))}")
+        n = len(labels)
+        if gram is None:
+            gram = vectors.T @ vectors
         self.counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-        sums = np.zeros((n_classes, vectors.shape[1]))
-        np.add.at(sums, labels, vectors)
+        sums = _class_sums(vectors, labels, self.counts)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / self.counts[:, None]                          # NaN rows for empty classes
+        filled = np.nan_to_num(means)
         self._center = vectors.mean(0)
-        within, alpha = ledoit_wolf(vectors - means[labels], assume_centered=True)
-        background, alpha0 = ledoit_wolf(vectors - self._center, assume_centered=True)
+        # scatter of the residuals from the gram: Σ (x − μ_c)(x − μ_c)ᵀ = Σ x xᵀ − Σ_c n_c μ_c μ_cᵀ
+        within, alpha = ledoit_wolf_from_scatter(gram - (filled.T * self.counts) @ filled,
+                                                 _fourth_moment(vectors - filled[labels]), n)
+        background, alpha0 = ledoit_wolf_from_scatter(gram - n * np.outer(self._center, self._center),
+                                                      _fourth_moment(vectors - self._center), n)
         self._within, self._background = _cholesky(within), _cholesky(background)
-        self._white_means = _whiten(self._within, np.nan_to_num(means))
-        self._downdate = ((1.0 - alpha) / len(labels), (1.0 - alpha0) / len(labels))
+        self._white_means = _whiten(self._within, filled)
+        self._downdate = ((1.0 - alpha) / n, (1.0 - alpha0) / n)
         return self
 
     def leave_one_out_scores(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -158,6 +165,50 @@ def fit_rows(labels: np.ndarray, seed: int = 0) -> np.ndarray | None:
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
     return rank < quota[labels]
+
+
+def fold_grams(vectors: np.ndarray, fitted: list[np.ndarray]) -> list[np.ndarray]:
+    """(n, d) vectors and (n,) bool masks of the rows each fold fits on → each fold's (d, d) gram ``xᵀx`` over its
+    rows, as the whole set's gram minus that of the rows the fold leaves out (cheap when folds leave out few)."""
+    vectors = np.asarray(vectors, np.float64)
+    total = vectors.T @ vectors
+    return [total - vectors[~rows].T @ vectors[~rows] for rows in fitted]
+
+
+def ledoit_wolf_from_scatter(scatter: np.ndarray, fourth_moment: float, n: int) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of n centred rows X from their (d, d) scatter ``XᵀX`` and
+    ``Σ_i ||x_i||⁴``: ((d, d) covariance, shrinkage), the same numbers as
+    ``sklearn.covariance.ledoit_wolf(X, assume_centered=True)`` without the O(n·d²) products it spends on X
+    itself (its ``Σ (X²)ᵀX²`` is exactly ``Σ_i ||x_i||⁴``)."""
+    d = scatter.shape[0]
+    emp_cov = scatter / n
+    trace = float(np.trace(emp_cov))
+    mu = trace / d
+    if d == 1:
+        return emp_cov.copy(), 0.0
+    delta_ = float((emp_cov ** 2).sum())                      # Σ of the squared entries of XᵀX / n²
+    beta = (fourth_moment / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace + d * mu ** 2) / d
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    shrunk = (1.0 - shrinkage) * emp_cov
+    shrunk.flat[:: d + 1] += shrinkage * mu
+    return shrunk, float(shrinkage)
+
+
+def _class_sums(vectors: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(n, d) vectors, (n,) class indices and (C,) counts → (C, d) per-class sums (zero rows for empty classes)."""
+    sums = np.zeros((len(counts), vectors.shape[1]))
+    present = counts > 0
+    if present.any():
+        starts = (np.cumsum(counts) - counts).astype(np.int64)
+        sums[present] = np.add.reduceat(vectors[np.argsort(labels, kind="stable")], starts[present], axis=0)
+    return sums
+
+
+def _fourth_moment(rows: np.ndarray) -> float:
+    """Σ_i ||x_i||⁴ over (n, d) rows."""
+    return float(((rows ** 2).sum(1) ** 2).sum())
 
 
 def _cholesky(covariance: np.ndarray) -> np.ndarray:

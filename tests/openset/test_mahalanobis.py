@@ -4,7 +4,7 @@ from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from sklearn.covariance import ledoit_wolf
 
 from fewshot.errors import InvalidInputError
-from fewshot.openset.mahalanobis import RelativeMahalanobis
+from fewshot.openset.mahalanobis import RelativeMahalanobis, fold_grams, ledoit_wolf_from_scatter
 
 
 def gaussian_classes(rng, n_classes=6, per_class=8, dim=10):
@@ -31,6 +31,27 @@ def test_distances_match_scipy_with_the_ledoit_wolf_covariances(rng):
     expected_bg = np.array([scipy_mahalanobis(q, centre, np.linalg.inv(background)) ** 2 for q in queries])
     np.testing.assert_allclose(model.background_distances(queries), expected_bg, rtol=1e-6)
     np.testing.assert_allclose(model.scores(queries), expected_bg - expected.min(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n, d", [(40, 10), (12, 30), (200, 1), (5, 5)])
+def test_ledoit_wolf_from_the_scatter_equals_sklearn(rng, n, d):
+    x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) if d > 1 else rng.normal(size=(n, 1))
+    cov, shrinkage = ledoit_wolf_from_scatter(x.T @ x, float(((x ** 2).sum(1) ** 2).sum()), n)
+    expected_cov, expected_shrinkage = ledoit_wolf(x, assume_centered=True)
+    np.testing.assert_allclose(cov, expected_cov, rtol=1e-9, atol=1e-12)
+    assert shrinkage == pytest.approx(expected_shrinkage, abs=1e-12)
+
+
+def test_a_fold_fitted_from_the_whole_gram_minus_the_block_equals_a_plain_fit(rng):
+    vectors, labels = gaussian_classes(rng, n_classes=5, per_class=12)
+    rests = [np.arange(len(labels)) % 4 != k for k in range(4)]
+    queries = rng.normal(size=(6, 10)) * 3
+    for rest, gram in zip(rests, fold_grams(vectors, rests)):
+        fast = RelativeMahalanobis().fit(vectors[rest], labels[rest], 7, gram=gram)   # classes 5, 6 empty
+        plain = RelativeMahalanobis().fit(vectors[rest], labels[rest], 7)
+        np.testing.assert_allclose(fast.class_scores(queries), plain.class_scores(queries), rtol=1e-8)
+        np.testing.assert_allclose(fast.leave_one_out_scores(vectors[rest][:5], labels[rest][:5]),
+                                   plain.leave_one_out_scores(vectors[rest][:5], labels[rest][:5]), rtol=1e-8)
 
 
 def test_classes_without_examples_are_left_out_of_the_minimum(rng):

@@ -1,0 +1,32 @@
+"""Scoped thread settings for the BLAS libraries numpy and scipy call (threadpoolctl only).
+
+Small dense algebra (384 × 384 Cholesky factors, (1,500, 384) products in the open-set fit) gains little from a
+second BLAS thread, and on a busy machine OpenBLAS's spinning threads make it up to 10x slower (measured by
+``benchmarks/engine_latency.py``: the first prediction after a change took 3.4 s with 2 BLAS threads at load 5,
+0.3 s with 1). ``single_threaded_blas()`` runs a block with one BLAS thread and puts back the previous setting
+when the calling thread's outermost block ends. The BLAS copies numpy, scipy and faiss ship here keep the setting
+partly per thread, partly per process; where it is per process, blocks overlapping in two threads may end on one
+BLAS thread until the next block ends (slower at worst, never a different result)."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the block with the BLAS pools limited to one thread (re-entrant within a thread)."""
+    if getattr(_local, "active", False):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    _local.active = True
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        _local.active = False
