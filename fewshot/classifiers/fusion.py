@@ -37,6 +37,11 @@ from fewshot.errors import InvalidInputError, NotFittedError
 DEFAULT_PRIOR_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))
 DEFAULT_CACHE_WEIGHTS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 DEFAULT_SCALES: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 70.0, 100.0)
+#: memory bound of the leave-one-out selection: it scores ``loo_rows(m)`` held-out rows against all m examples,
+#: (rows, m) float64 arrays — every row while m² ≤ MAX_LOO_ENTRIES (m ≤ 2,000: 32 MB), else a fixed random
+#: sample of max(MIN_LOO_ROWS, MAX_LOO_ENTRIES // m) rows (20,000 examples: 1,000 rows, 160 MB instead of 3.2 GB)
+MAX_LOO_ENTRIES = 4_000_000
+MIN_LOO_ROWS = 1_000
 
 
 def _onehot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -45,8 +50,18 @@ def _onehot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
+def loo_rows(m: int, seed: int = 0) -> np.ndarray:
+    """Indices of the support rows a leave-one-out pass over m examples scores: all of them while m² ≤
+    ``MAX_LOO_ENTRIES``, else a sorted random sample (fixed by ``seed``) of max(``MIN_LOO_ROWS``,
+    ``MAX_LOO_ENTRIES // m``) of them."""
+    if m * m <= MAX_LOO_ENTRIES:
+        return np.arange(m)
+    take = min(m, max(MIN_LOO_ROWS, MAX_LOO_ENTRIES // m))
+    return np.sort(np.random.default_rng(seed).choice(m, take, replace=False))
+
+
 def cache_scores(sims: np.ndarray, labels: np.ndarray, n_classes: int, beta: float,
-                 exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 exclude_self: bool = False, self_columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-class soft-nearest-neighbour scores (1/beta)·log mean_{j in c} exp(beta·sims[:, j]).
 
     Args:
@@ -55,6 +70,8 @@ def cache_scores(sims: np.ndarray, labels: np.ndarray, n_classes: int, beta: flo
         n_classes: C.
         beta: sharpness > 0 (→ 0: mean similarity; → ∞: maximum similarity).
         exclude_self: the queries are the support examples themselves (n == m): leave each out of its class.
+        self_columns: (n,) the column of each query's own example when the queries are some of the support
+            examples (``loo_rows``): each is left out of its class (implies ``exclude_self``).
     Returns:
         ((n, C) float64 scores, 0 where unavailable; (n, C) bool: the class has a usable example).
     """
@@ -64,10 +81,11 @@ def cache_scores(sims: np.ndarray, labels: np.ndarray, n_classes: int, beta: flo
     onehot = _onehot(labels, n_classes)
     counts = np.broadcast_to(onehot.sum(0), (n, n_classes)).copy()
     z = beta * np.asarray(sims, np.float64)
-    if exclude_self:
-        counts[np.arange(n), labels] -= 1
+    if exclude_self or self_columns is not None:
+        own = np.arange(n) if self_columns is None else np.asarray(self_columns, np.int64)
+        counts[np.arange(n), labels[own]] -= 1
         z = z.copy()
-        z[np.arange(n), np.arange(n)] = -np.inf
+        z[np.arange(n), own] = -np.inf
     zmax = np.max(np.where(np.isfinite(z), z, -1e30), axis=1, keepdims=True)
     sums = np.exp(z - zmax) @ onehot
     has = counts > 0
@@ -190,22 +208,25 @@ class FusionClassifier(Classifier):
         C = len(self.counts_)
         X = self.keys_.astype(np.float64)
         T = self.text_.astype(np.float64)
-        gram = X @ X.T
-        onehot = _onehot(y, C)
+        scored = loo_rows(len(y))                       # every row, or a fixed sample on large supports
+        y_all, y, held = y, y[scored], held[scored]
+        Xs = X[scored]
+        gram = Xs @ X.T                                 # (rows, m)
+        onehot = _onehot(y_all, C)
         m = len(y)
         rows = np.arange(m)
         # leave-one-out inner products: remove each example from its own class
         q_dot_sum = gram @ onehot
-        zs = X @ T.T
+        zs = Xs @ T.T
         counts = np.broadcast_to(self.counts_, (m, C)).copy()
         sum_sq = np.broadcast_to(self.sum_sq_, (m, C)).copy()
         sum_dot_t = np.broadcast_to(self.sum_dot_t_, (m, C)).copy()
-        self_sq = np.diag(gram)
+        self_sq = gram[rows, scored]
         sum_sq[rows, y] += -2 * q_dot_sum[rows, y] + self_sq
         sum_dot_t[rows, y] -= zs[rows, y]
         q_dot_sum[rows, y] -= self_sq
         counts[rows, y] -= 1
-        cache, has_cache = cache_scores(gram, y, C, self.beta, exclude_self=True)
+        cache, has_cache = cache_scores(gram, y_all, C, self.beta, self_columns=scored)
         best_key, best = None, None
         for rho in priors:
             cent = centroid_scores(q_dot_sum, sum_sq, zs, sum_dot_t, counts, self.has_text_, rho)

@@ -20,7 +20,7 @@ import numpy as np
 
 from fewshot._core import torch_threads
 from fewshot.classifiers.base import Classifier, Support
-from fewshot.classifiers.fusion import FusionClassifier
+from fewshot.classifiers.fusion import FusionClassifier, loo_rows
 from fewshot.errors import InvalidInputError, NotFittedError
 
 
@@ -82,19 +82,27 @@ class TipAdapterFClassifier(Classifier):
             counts = onehot.sum(0)
             valid = torch.from_numpy(self.valid_)
             opt = torch.optim.Adam([M, K], lr=self.lr)
-            eye = torch.eye(len(y), dtype=torch.bool)
+            m = len(y)
+            # each step scores a (rows, m) block: every example while m² ≤ MAX_LOO_ENTRIES, else a fresh random
+            # sample of rows per step (fusion.loo_rows's size), so memory stays bounded on large supports
+            take = len(loo_rows(m))
+            generator = torch.Generator().manual_seed(self.seed)
             for _ in range(self.epochs):
-                cent = X @ torch.nn.functional.normalize(M, dim=1).T
-                z = self.beta * (X @ K.T)
-                z = z.masked_fill(eye, float("-inf"))
+                rows = torch.arange(m) if take == m else torch.randperm(m, generator=generator)[:take]
+                Xb, yb, own = X[rows], y[rows], onehot[rows]
+                self_mask = torch.zeros(len(rows), m, dtype=torch.bool)
+                self_mask[torch.arange(len(rows)), rows] = True
+                cent = Xb @ torch.nn.functional.normalize(M, dim=1).T
+                z = self.beta * (Xb @ K.T)
+                z = z.masked_fill(self_mask, float("-inf"))
                 zmax = z.max(1, keepdim=True).values.detach()
                 sums = torch.exp(z - zmax) @ onehot
-                n = counts.unsqueeze(0) - onehot
+                n = counts.unsqueeze(0) - own
                 has = n > 0
                 cache = (torch.log(sums.clamp_min(1e-30)) + zmax - torch.log(n.clamp_min(1))) / self.beta
                 s = torch.where(has, (1 - self.alpha_) * cent + self.alpha_ * cache, cent)
                 s = s.masked_fill(~valid.unsqueeze(0), -1.0)
-                loss = torch.nn.functional.cross_entropy(self.logit_scale * s, y) + self.reg * (
+                loss = torch.nn.functional.cross_entropy(self.logit_scale * s, yb) + self.reg * (
                     ((M - M0) ** 2).sum() + ((K - K0) ** 2).sum()) / len(y)
                 opt.zero_grad()
                 loss.backward()

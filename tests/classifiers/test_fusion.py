@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fewshot.classifiers import ArraySupport, FusionClassifier, PrototypeClassifier, ZeroShotClassifier, make_classifier
-from fewshot.classifiers.fusion import cache_scores
+from fewshot.classifiers import fusion as fusion_module
+from fewshot.classifiers.fusion import cache_scores, loo_rows
 from tests.fakes import clustered, unit_rows
 
 
@@ -52,6 +53,38 @@ def test_leave_one_out_matches_brute_force(rng):
         ref = FusionClassifier(prior_weight=0.5, cache_weight=0.3).fit(ArraySupport(v[keep], y[keep], 4, t))
         correct += int(np.argmax(ref.scores(v[i:i + 1])[0]) == y[i])
     assert clf.loo_accuracy_ == pytest.approx(correct / len(y))
+
+
+def test_large_supports_score_a_fixed_sample_of_rows_and_it_matches_brute_force(rng, monkeypatch):
+    """Above the memory bound the selection scores a fixed sample of rows against all examples: (rows, m)
+    arrays instead of (m, m); on those rows it still equals refitting without each one."""
+    assert np.array_equal(loo_rows(100), np.arange(100))                  # 100² ≤ MAX_LOO_ENTRIES: every row
+    big = loo_rows(40_000)
+    assert len(big) == fusion_module.MIN_LOO_ROWS and np.array_equal(big, loo_rows(40_000))
+    monkeypatch.setattr(fusion_module, "MAX_LOO_ENTRIES", 100)
+    monkeypatch.setattr(fusion_module, "MIN_LOO_ROWS", 7)
+    v, y, t, _, _ = clustered(rng, C=4, shots=5)                          # m = 20 > 10: 7 sampled rows
+    scored = loo_rows(len(y))
+    assert len(scored) == 7
+    clf = FusionClassifier(priors=(0.5,), cache_weights=(0.3,)).fit(ArraySupport(v, y, 4, t))
+    correct = 0
+    for i in scored:
+        keep = np.arange(len(y)) != i
+        ref = FusionClassifier(prior_weight=0.5, cache_weight=0.3).fit(ArraySupport(v[keep], y[keep], 4, t))
+        correct += int(np.argmax(ref.scores(v[i:i + 1])[0]) == y[i])
+    assert clf.loo_accuracy_ == pytest.approx(correct / len(scored))
+
+
+def test_tip_adapter_trains_on_row_samples_above_the_memory_bound(rng, monkeypatch):
+    v, y, t, q, qy = clustered(rng, C=4, shots=6)
+    full = make_classifier("tip-adapter").fit(ArraySupport(v, y, 4, t))
+    monkeypatch.setattr(fusion_module, "MAX_LOO_ENTRIES", 100)
+    monkeypatch.setattr(fusion_module, "MIN_LOO_ROWS", 8)
+    sampled = make_classifier("tip-adapter").fit(ArraySupport(v, y, 4, t))
+    assert not np.array_equal(sampled.M_, full.M_)                        # a different (sampled) training path
+    again = make_classifier("tip-adapter").fit(ArraySupport(v, y, 4, t))
+    np.testing.assert_array_equal(sampled.M_, again.M_)                   # still deterministic
+    assert (sampled.scores(q).argmax(1) == qy).mean() >= (full.scores(q).argmax(1) == qy).mean() - 0.1
 
 
 def test_selection_prefers_support_when_text_is_noise(rng):
