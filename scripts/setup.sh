@@ -17,6 +17,6 @@ fi
 echo "[setup] installing fewshot and its pinned dependencies (torch 2.14.1 / torchvision 0.29.1) ..."
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[onnx,bench,dev,serve]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[onnx,bench,dev,serve,ray]"
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "encoders": 2, "index": 2, "classifiers": 2,
     "openset": 3, "adapt": 3, "export": 3,
     "engine": 4,
-    "training": 5, "evaluation": 5,
+    "training": 5, "evaluation": 5, "batch": 5,
     "cli": 6, "__main__": 6, "serve": 6,
 }
 RUN_TIME = ("errors", "_core", "_threads", "templates", "datasets", "encoders", "index", "classifiers", "openset",

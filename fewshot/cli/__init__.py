@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from fewshot._core import __version__
-from fewshot.cli import bench, classify, demo, export, index, models, serve, transfer
+from fewshot.cli import batch, bench, classify, demo, embed, export, index, models, serve, transfer
 from fewshot.errors import FewShotError
 
 #: every command, in the order ``fewshot --help`` lists them
-COMMANDS: tuple[ModuleType, ...] = (classify, index, demo, bench, transfer, export, models, serve)
+COMMANDS: tuple[ModuleType, ...] = (classify, index, batch, embed, demo, bench, transfer, export, models,
+                                    serve)
 #: old command names → the module that now serves them (deprecated aliases, kept for one release)
 ALIASES: dict[str, ModuleType] = {"adapt": transfer}
 
