@@ -31,6 +31,11 @@ def construct(factory: Any, what: str, *args: Any, **options: Any) -> Any:
         raise InvalidInputError(f"bad configuration for {what}: {exc}") from None
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``'1 class'``, ``'3 classes'``: a count with its noun (``many`` defaults to ``one + 's'``)."""
+    return f"{n} {one if n == 1 else (many if many is not None else one + 's')}"
+
+
 def check_int(name: str, value: Any, low: int) -> int:
     """``value`` as an int >= ``low`` (bools rejected), else InvalidInputError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fewshot"
 
 #: layer of each top-level part; a module may import only its own layer or lower ones
 LAYERS: dict[str, int] = {
-    "errors": 0, "_core": 0,
+    "errors": 0, "_core": 0, "_progress": 0,
     "_threads": 0,
     "templates": 1, "datasets": 1, "client": 1,
     "encoders": 2, "index": 2, "classifiers": 2,
@@ -24,8 +24,8 @@ LAYERS: dict[str, int] = {
     "training": 5, "evaluation": 5, "batch": 5,
     "cli": 6, "__main__": 6, "serve": 6,
 }
-RUN_TIME = ("errors", "_core", "_threads", "templates", "datasets", "encoders", "index", "classifiers", "openset",
-            "adapt", "export", "engine")
+RUN_TIME = ("errors", "_core", "_progress", "_threads", "templates", "datasets", "encoders", "index", "classifiers",
+            "openset", "adapt", "export", "engine")
 FACADE = PACKAGE / "engine" / "engine.py"
 
 

@@ -3,7 +3,10 @@ contract); the work is ``fewshot.evaluation.bench``, the reports ``fewshot.evalu
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from fewshot.errors import InvalidInputError
@@ -26,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="episodic")
     parser.add_argument("--way", type=int, default=5, help="classes per episode (episodic)")
     parser.add_argument("--shot", type=int, nargs="+", default=[1, 5], help="shots per class")
-    parser.add_argument("--query", type=int, default=15, help="queries per class (episodic)")
+    parser.add_argument("--query", type=int, default=None,
+                        help="queries per class (episodic; default 15, or fewer when TEST has fewer per class: the "
+                             "largest number that leaves --way classes)")
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes (episodic, default 600) or repeats (all, default 5)")
     parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
@@ -53,12 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints the markdown table (and writes --json OUT + .md + .png). Returns 0."""
-    from fewshot.datasets import load_descriptions, split_spec
-    from fewshot.evaluation.bench import prepare, run_mode, run_openset, run_transductive
-    from fewshot.evaluation.reports import markdown_table, write_reports
-
     for name in ("way", "query"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InvalidInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if any(k < 1 for k in args.shot):
         raise InvalidInputError(f"--shot values must be >= 1, got {args.shot}")
@@ -66,6 +67,32 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--episodes must be >= 1, got {args.episodes}")
     if args.transductive and args.mode == "episodic":
         raise InvalidInputError("--transductive works with --mode all, zero-shot or openset")
+    with _notes_on_stderr():
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _notes_on_stderr() -> Iterator[None]:
+    """Show the library's progress notes (``fewshot.bench`` log records at INFO) on stderr while a command runs."""
+    logger = logging.getLogger("fewshot")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fewshot.datasets import load_descriptions, split_spec
+    from fewshot.evaluation.bench import prepare, run_mode, run_openset, run_transductive
+    from fewshot.evaluation.reports import markdown_table, write_reports
+
     data = prepare(args.train, args.test, args.encoder, need_train=args.mode != "zero-shot" or args.transductive,
                    descriptions=load_descriptions(args.descriptions), cache_dir=args.cache_dir)
     if args.mode == "openset":

@@ -13,6 +13,7 @@ from typing import Any, Union
 import numpy as np
 
 from fewshot._core import l2_normalise
+from fewshot._progress import progress
 from fewshot.errors import EmptyInputError, ImageReadError, InvalidInputError
 
 ImageInput = Union[str, "os.PathLike[str]", Any]  # a path or a PIL.Image.Image
@@ -151,19 +152,16 @@ def image_to_rgb(image: Any):
 
 def encode_image_batches(images: Sequence[Any], preprocess: Any, forward: Any, *, name: str, device: Any,
                          batch_size: int = 32, show_progress_bar: bool | None = None,
-                         progress_threshold: int = 64, to_rgb: Any = load_image_rgb) -> np.ndarray:
+                         to_rgb: Any = load_image_rgb) -> np.ndarray:
     """The one torch image loop: ``to_rgb`` (input → RGB PIL) → ``preprocess`` (PIL → (3, H, W) tensor) →
     ``forward`` ((b, 3, H, W) → (b, dim)), in batches under inference mode. Returns (n, dim) float32,
-    L2-normalised; a progress bar from ``progress_threshold`` images on unless ``show_progress_bar`` says."""
+    L2-normalised; a progress bar under ``fewshot._progress`` (after 2 s, or as ``show_progress_bar`` says)."""
     import torch
-    from tqdm.auto import tqdm
 
     images = check_input_list(images)
-    if show_progress_bar is None:
-        show_progress_bar = progress_default(len(images), progress_threshold)
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=f"encoding images ({name})",
-                      disable=not show_progress_bar):
+    for start in progress(range(0, len(images), batch_size), show=show_progress_bar,
+                          desc=f"encoding images ({name})"):
         batch = torch.stack([preprocess(to_rgb(im)) for im in images[start:start + batch_size]])
         with torch.inference_mode():
             out.append(forward(batch.to(device)).float().cpu().numpy())
@@ -174,11 +172,6 @@ def default_device() -> str:
     """'cuda' when a GPU is visible to torch, else 'cpu'."""
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def progress_default(n: int, threshold: int = 256) -> bool:
-    """Show a progress bar by default only for long inputs."""
-    return n >= threshold
 
 
 def downloads_allowed() -> bool:

@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 
 from fewshot._core import l2_normalise
+from fewshot._progress import progress
 from fewshot.encoders.base import (
     Encoder,
     check_input_list,
     check_texts,
     default_device,
+    downloads_allowed,
     encode_image_batches,
     hub_offline,
-    progress_default,
 )
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
 
@@ -62,9 +63,13 @@ class OpenClipEncoder(Encoder):
                     arch, pretrained=None if pretrained == "none" else pretrained, device=self.device,
                     weights_only=True)
         except Exception as exc:  # noqa: BLE001 - open_clip/hub raise many types
-            hint = (" The model hub is not reachable from here: pass a local checkpoint file "
-                    f"('clip:{arch}/path/to/open_clip_model.safetensors') or pre-populate the hub cache."
-                    if needs_hub else "")
+            hint = ""
+            if needs_hub:
+                why = "downloading from the model hub failed" if downloads_allowed() else \
+                    "it is not in the local hub cache and fewshot downloads only with FEWSHOT_ALLOW_DOWNLOAD=1"
+                hint = (f" {why[0].upper()}{why[1:]}: pass a local checkpoint file "
+                        f"('clip:{arch}/path/to/open_clip_model.safetensors'), pre-populate the hub cache, or set "
+                        "FEWSHOT_ALLOW_DOWNLOAD=1.")
             raise EncoderUnavailableError(f"cannot load CLIP model {spec!r}: {exc}.{hint}") from exc
         self.model = model.eval()
         self.preprocess = preprocess
@@ -81,12 +86,11 @@ class OpenClipEncoder(Encoder):
     def encode_text(self, texts: Sequence[str], batch_size: int = 256,
                     show_progress_bar: bool | None = None) -> np.ndarray:
         import torch
-        from tqdm.auto import tqdm
 
         texts = check_texts(texts)
-        show = progress_default(len(texts)) if show_progress_bar is None else show_progress_bar
         out = []
-        for start in tqdm(range(0, len(texts), batch_size), desc="encoding texts (CLIP)", disable=not show):
+        for start in progress(range(0, len(texts), batch_size), show=show_progress_bar,
+                              desc="encoding texts (CLIP)"):
             tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
             with torch.inference_mode():
                 out.append(self.model.encode_text(tokens).float().cpu().numpy())

@@ -76,3 +76,13 @@ def load_encoder(name: str = DEFAULT_TEXT_ENCODER, device: str | None = None, ca
     if cache:
         _LOADED[key] = encoder
     return encoder
+
+
+def load_prebuilt(key: str, build: Callable[[], Encoder], device: str | None = None) -> Encoder:
+    """The encoder cached under ``key`` (with ``device``), else ``build()`` — cached under it. For callers that
+    build an encoder with options the registry's loaders do not take (a save's ONNX export, whose checksums the
+    save already verified); ``key`` should change whenever the weights do (e.g. include a content hash)."""
+    cache_key = (key, device)
+    if cache_key not in _LOADED:
+        _LOADED[cache_key] = build()
+    return _LOADED[cache_key]

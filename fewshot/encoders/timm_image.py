@@ -223,7 +223,7 @@ class AdaptedTimmEncoder(TimmImageEncoder):
         with torch_threads(threads):
             return encode_image_batches(images, self.transform, self.model, name=self.name, device=self.device,
                                         batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                        progress_threshold=256, to_rgb=image_to_rgb)
+                                        to_rgb=image_to_rgb)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "arch": self.arch, "info": self.info}

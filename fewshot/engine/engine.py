@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["FewShotEngine", "Prediction"]
 
 
-class FewShotEngine:
+class FewShotEngine(lifecycle.EngineRepr):
     """Register classes from examples and/or descriptions at runtime, classify, save, reload."""
 
     def __init__(self, encoder: str | Encoder = "minilm", classifier: str = "prototype",
@@ -212,7 +212,7 @@ class FewShotEngine:
         if self.adapt_spec is None:
             return self.index
         if self.adaptation is None:
-            self.adaptation = self._fit_adaptation(*self.adapt_spec)
+            self.adaptation = lifecycle.refit_adaptation(self)
         return self.adaptation.wrap(self.index)
 
     def _fit_adaptation(self, vectors: np.ndarray, method: AdaptMethod, options: dict) -> Adaptation:

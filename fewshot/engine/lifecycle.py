@@ -4,6 +4,7 @@ fine-tune never saw (open-set calibration uses only those)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 from fewshot._core import construct
 from fewshot.adapt import Adaptation, AdaptMethod
 from fewshot.classifiers import Classifier, Support, make_classifier
-from fewshot.errors import InvalidInputError
+from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.index import IndexType, SupportIndex
 from fewshot.openset import fit_temperature, generic_sentences, loo_scores
 from fewshot.templates import prompt_vectors
@@ -191,6 +192,18 @@ def fit_adaptation(support: Support, classifier: Classifier, vectors: np.ndarray
     return construct(Adaptation, "adapt", method, **options).fit(support, vectors)
 
 
+def refit_adaptation(engine: Any) -> Adaptation:
+    """The engine's adaptation (``engine.adapt_spec``) refitted to its changed support. A support it cannot fit
+    any more (e.g. CORAL left with one vector after removals) is a ``NotFittedError`` naming the way out, not an
+    input error: no argument of the call that hit it was wrong."""
+    vectors, method, options = engine.adapt_spec
+    try:
+        return engine._fit_adaptation(vectors, method, options)
+    except InvalidInputError as exc:
+        raise NotFittedError(f"the {method!r} adaptation cannot be refitted to the classes as they are now ({exc}); "
+                             "add examples, or call undo_adapt()") from None
+
+
 def refine_and_swap(engine: Any, refined: RefinedEncoder, snapshot: SupportSnapshot) -> None:
     """Embed ``snapshot``'s support with the refined encoder, fit its classifier and swap both into ``engine``
     atomically, all outside the engine lock while the engine serves its old state. If the support changed
@@ -251,13 +264,30 @@ def background_text(engine: Any) -> Callable[[], np.ndarray | None] | None:
     def vectors() -> np.ndarray | None:
         if encoder not in _BACKGROUND:
             try:
-                _BACKGROUND[encoder] = encoder.encode_text(generic_sentences(), show_progress_bar=False)
+                _BACKGROUND[encoder] = _generic_vectors(encoder)
             except InvalidInputError:  # declares text but cannot embed it (e.g. precomputed vectors only)
                 return None
         out = _BACKGROUND[encoder]
         return engine.adaptation.transform_queries(out) if engine.adaptation is not None else out
 
     return vectors
+
+
+def _generic_vectors(encoder: Encoder) -> np.ndarray:
+    """(m, d) embeddings of the generic sentences. An encoder whose weights are local files (``source``: the
+    embedding cache fingerprints them) goes through the disk cache (``fewshot.encoders.cache``), so a new process,
+    e.g. each ``fewshot classify --labels`` call, does not embed them again; others (and an unwritable cache) embed
+    them here."""
+    from fewshot.encoders.cache import cached_encode
+
+    sentences = generic_sentences()
+    source = getattr(encoder, "source", None)
+    if isinstance(source, str) and os.path.exists(source):
+        try:
+            return cached_encode(encoder, sentences, show_progress_bar=False)
+        except OSError:
+            pass
+    return encoder.encode_text(sentences, show_progress_bar=False)
 
 
 def _needs_openset(engine: Any, openset: bool | None) -> bool:
@@ -310,3 +340,19 @@ def embedded_by_current_encoder(engine: Any, embed: Callable[[Encoder], Any]) ->
                 if last or engine.encoder is encoder:
                     yield result
                     return
+
+
+
+class EngineRepr:
+    """``repr(engine)``: what it classifies with and how much it holds, e.g.
+    ``FewShotEngine(encoder='minilm', dim=384, classes=3, examples=12, classifier='prototype')``.
+    Mixed into the facade; reads counters only (no lock, no fitting)."""
+
+    def __repr__(self) -> str:
+        engine: Any = self
+        parts = [f"encoder={engine.encoder.name!r}", f"dim={int(engine.encoder.dim)}",
+                 f"classes={engine.index.n_classes}", f"examples={len(engine.index)}",
+                 f"classifier={engine.classifier.name!r}"]
+        if engine.adapt_spec is not None:
+            parts.append(f"adapted={engine.adapt_spec[1]!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fewshot._core import check_vectors
+from fewshot._core import check_vectors, sha256_file
 from fewshot.encoders.base import Encoder
-from fewshot.encoders.registry import LOCAL_DIR_PREFIXES, split_name
-from fewshot.errors import CorruptIndexError, FewShotError, InvalidInputError
+from fewshot.encoders.registry import LOCAL_DIR_PREFIXES, load_prebuilt, split_name
+from fewshot.errors import CorruptIndexError, FewShotError, InvalidInputError, NotFittedError
 from fewshot.index import SupportIndex, storage
 from fewshot.openset import OpenSetDetector
 
@@ -52,6 +52,7 @@ class EngineManifest:
     adaptation: dict | None = None                     # {"method", "options"}; vectors in adaptation.npz
     encoder_seen_texts: list = field(default_factory=list)
     metadata: dict = field(default_factory=dict)       # the application's own JSON (e.g. a journal position)
+    classifier_fitted: bool = True                     # False: the classifier could not fit the support at save
     format_version: int = ENGINE_FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -84,7 +85,8 @@ class EngineManifest:
                        adaptation=_adaptation(meta.get("adaptation")),
                        encoder_seen_texts=[str(t) for t in meta.get("encoder_seen_texts",
                                                                     meta.get("encoder_trained_texts", []))],
-                       metadata=dict(meta.get("metadata") or {}))
+                       metadata=dict(meta.get("metadata") or {}),
+                       classifier_fitted=bool(meta.get("classifier_fitted", True)))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise CorruptIndexError(f"{where} has malformed fields: {exc}") from None
 
@@ -102,6 +104,19 @@ def resolve_encoder_name(name: str, snapshot: Path) -> tuple[str, bool]:
     if prefix in LOCAL_DIR_PREFIXES and rest and not os.path.isabs(rest) and (snapshot / rest).exists():
         return f"{prefix}:{snapshot / rest}", True
     return name, False
+
+
+def _saved_encoder(name: str, bundled: bool, device: str | None) -> str | Encoder:
+    """The encoder an engine records: its name, or for an ONNX export inside the snapshot the encoder itself,
+    built without hashing its files again (``storage.open_snapshot`` has just verified every one) and kept per
+    process under its manifest's hash (a later load of the same export reuses it)."""
+    prefix, rest = split_name(name)
+    if not bundled or prefix != "onnx":
+        return name
+    from fewshot.encoders.onnx import MANIFEST_NAME, ONNXEncoder
+
+    key = f"{name}#{sha256_file(Path(rest) / MANIFEST_NAME)}"
+    return load_prebuilt(key, lambda: ONNXEncoder(rest, device=device, verify=False, name=name), device)
 
 
 def write_encoder(encoder: Any, snapshot: Path, portable: bool, quantize: str | None) -> str:
@@ -143,6 +158,18 @@ def read_arrays(snapshot: Path, manifest: EngineManifest, dim: int) -> tuple[dic
     return state, vectors
 
 
+def classifier_state(engine: FewShotEngine) -> tuple[dict, bool]:
+    """(the fitted classifier's state arrays, whether it could be fitted). A support the classifier cannot fit
+    (e.g. ``logreg`` over description-only classes) is saved all the same, without state: the loaded engine then
+    raises the same ``NotFittedError`` at prediction as this one."""
+    if not engine.index.n_classes:
+        return {}, True
+    try:
+        return engine._fitted().state(), True
+    except NotFittedError:
+        return {}, False
+
+
 def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quantize: str | None) -> None:
     """Write everything of ``engine`` into the new ``snapshot`` folder (called with the engine lock held)."""
     if quantize is not None and not portable:
@@ -151,7 +178,7 @@ def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quanti
     encoder_name = write_encoder(engine.encoder, snapshot, portable, quantize)
     (snapshot / "index").mkdir()
     engine.index.save(snapshot / "index")
-    state = engine._fitted().state() if engine.index.n_classes else {}
+    state, fitted = classifier_state(engine)
     spec = engine.adapt_spec
     write_arrays(snapshot, state, spec[0] if spec is not None else None)
     manifest = EngineManifest(
@@ -161,7 +188,7 @@ def write_snapshot(engine: FewShotEngine, snapshot: Path, portable: bool, quanti
         # resolved, so that a later change of defaults does not change a saved engine
         openset=OpenSetDetector(**engine.openset_config).config(),
         adaptation={"method": spec[1], "options": spec[2]} if spec is not None else None,
-        encoder_seen_texts=sorted(engine.encoder_seen_texts), metadata=engine.metadata)
+        encoder_seen_texts=sorted(engine.encoder_seen_texts), metadata=engine.metadata, classifier_fitted=fitted)
     (snapshot / "engine.json").write_text(manifest.to_json(), encoding="utf-8")
 
 
@@ -178,7 +205,8 @@ def _load_snapshot(cls: type[FewShotEngine], snapshot: Path, device: str | None,
     snapshot, meta = read_manifest(snapshot)
     name, bundled = resolve_encoder_name(meta.encoder, snapshot)
     try:
-        engine = cls(encoder if encoder is not None else name, classifier=meta.classifier,
+        engine = cls(encoder if encoder is not None else _saved_encoder(name, bundled, device),
+                     classifier=meta.classifier,
                      classifier_config=meta.classifier_config, device=device, templates=meta.templates,
                      keep_examples=meta.keep_examples, calibrate=meta.calibrate, openset=meta.openset)
     except FewShotError:
@@ -198,7 +226,7 @@ def _load_snapshot(cls: type[FewShotEngine], snapshot: Path, device: str | None,
     state, unlabeled = read_arrays(snapshot, meta, engine.encoder.dim)
     if unlabeled is not None and meta.adaptation is not None:
         engine.adapt_spec = (unlabeled, meta.adaptation["method"], meta.adaptation["options"])
-    if engine.index.n_classes:
+    if engine.index.n_classes and meta.classifier_fitted:
         engine.classifier.restore(engine._support_view(), state)
         engine._dirty = False
     return engine

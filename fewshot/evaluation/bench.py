@@ -12,8 +12,8 @@ The command line is ``fewshot.cli.bench``; the reports (markdown, PNG) are ``few
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 
+from fewshot._core import plural
 from fewshot.datasets import LabelledData, load_dataset, split_spec
 from fewshot.errors import InvalidInputError
 from fewshot.openset.detector import DEFAULT_KEEP, DEFAULT_OOD_SCORE, OODScore, RejectTarget
@@ -34,8 +35,10 @@ DEFAULT_METHODS = ("prototype", "simpleshot", "knn")
 RESULT_KEYS = ("mode", "method", "way", "shot", "episodes", "accuracy", "ci95", "seconds")
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+#: progress notes (embedding sizes and times, an adapted --query); ``fewshot bench`` shows them on stderr
+LOGGER = logging.getLogger("fewshot.bench")
+#: queries per class in an episode unless asked otherwise (fewer when the data have fewer, ``episodic_query``)
+DEFAULT_QUERY = 15
 
 
 @dataclass
@@ -105,7 +108,7 @@ def prepare(train: str | LabelledData, test: str | LabelledData, encoder: str | 
     classes = sorted(set(test_d.labels) | (set(train_d.labels) if need_train else set()))
     unknown = sorted(set(descriptions or {}) - set(classes))
     if unknown:
-        _log(f"warning: {len(unknown)} described labels are not in the data: {unknown[:5]}")
+        LOGGER.warning("%d described labels are not in the data: %s", len(unknown), unknown[:5])
     t0 = time.perf_counter()
     # texts: one cache entry per data set; images (slow to encode): resumable chunks
     encode = (lambda items: encode_cached(enc, items, cache_dir)) if test_d.kind == "image" else \
@@ -116,8 +119,8 @@ def prepare(train: str | LabelledData, test: str | LabelledData, encoder: str | 
         train_x = test_x if same_pool else encode(train_d.inputs)
     cv = class_prompt_vectors(enc, classes, descriptions, cache_dir)
     seconds = time.perf_counter() - t0
-    _log(f"embeddings ({enc.name}): train {None if train_x is None else train_x.shape}, test {test_x.shape}, "
-         f"{seconds:.1f} s (cached after the first run)")
+    LOGGER.info("embeddings (%s): train %s, test %s, %.1f s (cached after the first run)", enc.name,
+                None if train_x is None else train_x.shape, test_x.shape, seconds)
     return BenchData(enc.name, classes, train_x, train_d.label_codes(classes), test_x,
                      test_d.label_codes(classes), cv, bool(same_pool), seconds,
                      list(train_d.inputs) if need_train else None, list(test_d.inputs), dict(descriptions or {}))
@@ -127,8 +130,7 @@ def encode_cached(encoder: Any, inputs: Sequence[Any], cache_dir: str | os.PathL
                   chunk_size: int = 1024, progress: bool = True) -> np.ndarray:
     """(n, d) embeddings through the disk cache. Sets larger than ``chunk_size`` are cached chunk by chunk,
     so a long encoding (e.g. 13k images on a CPU) resumes where it stopped instead of starting over."""
-    from tqdm.auto import tqdm
-
+    from fewshot._progress import progress as policy_bar
     from fewshot.encoders.cache import cached_encode
 
     inputs = list(inputs)
@@ -137,8 +139,8 @@ def encode_cached(encoder: Any, inputs: Sequence[Any], cache_dir: str | os.PathL
     starts = range(0, len(inputs), chunk_size)
     return np.concatenate([cached_encode(encoder, inputs[s:s + chunk_size], cache_dir=cache_dir,
                                          show_progress_bar=False)
-                           for s in tqdm(starts, desc=f"embedding {len(inputs)} inputs ({encoder.name}, "
-                                         f"chunks of {chunk_size})", disable=not progress)])
+                           for s in policy_bar(starts, desc=f"embedding {len(inputs)} inputs ({encoder.name}, "
+                                               f"chunks of {chunk_size})", show=None if progress else False)])
 
 
 def _same_spec(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -281,13 +283,61 @@ def _repeats_row(mode: str, method: str, way: int, shot: int, accuracies: Sequen
             "seconds": round(seconds, 4)}
 
 
+def episodic_query(data: BenchData, way: int, shots: Sequence[int], query: int | None = None) -> int:
+    """Queries per class for episodic mode: ``query``, or with None the largest Q <= ``DEFAULT_QUERY`` that leaves
+    ``way`` classes with enough items for the largest shot K (>= K in TRAIN and >= Q in TEST; >= K + Q when they
+    are one pool). InvalidInputError names the command-line flags (--way, --shot, --query) when none fits."""
+    k = max(shots)
+    n_classes = len(data.classes)
+    test = np.bincount(data.test_y[data.test_y >= 0], minlength=n_classes)
+    train = test if data.same_pool else np.bincount(data.train_y[data.train_y >= 0], minlength=n_classes)
+
+    def qualifying(q: int) -> int:
+        return int((train >= k + q).sum()) if data.same_pool else int(((train >= k) & (test >= q)).sum())
+
+    if query is None:
+        fits = [q for q in range(DEFAULT_QUERY, 0, -1) if qualifying(q) >= way]
+        if fits:
+            if fits[0] < DEFAULT_QUERY:
+                LOGGER.info("episodic: %s per class (--query %d): the data have too few items for %d",
+                            plural(fits[0], "query", "queries"), fits[0], DEFAULT_QUERY)
+            return fits[0]
+        query = 1
+    if qualifying(query) >= way:
+        return query
+    need = f">= {k + query} items (--shot {k} + --query {query}; TRAIN and TEST are one pool)" if data.same_pool \
+        else f">= {k} TRAIN items (--shot {k}) and >= {query} TEST items (--query {query})"
+    most = qualifying(query)
+    verb = "qualifies" if most == 1 else "qualify"
+    raise InvalidInputError(f"episodic mode needs --way {way} classes with {need} each, but only "
+                            f"{plural(most, 'class', 'classes')} of {n_classes} {verb}; lower --way"
+                            + (f" (to {most})" if most >= 2 else "") + ", --shot or --query, or use --mode all")
+
+
+def _check_all_shots(data: BenchData, shots: Sequence[int]) -> None:
+    """Mode 'all' draws K TRAIN items of every TEST class: InvalidInputError naming --shot when some have fewer."""
+    if data.same_pool:
+        return  # refused with its own message in run_mode
+    k = max(shots)
+    train = np.bincount(data.train_y[data.train_y >= 0], minlength=len(data.classes))
+    short = [data.classes[c] for c in np.unique(data.test_y[data.test_y >= 0]) if train[c] < k]
+    if not short:
+        return
+    fewest = int(min(train[data.classes.index(c)] for c in short))
+    what = f"{plural(len(short), 'class', 'classes')} {'has' if len(short) == 1 else 'have'} fewer " \
+        f"(e.g. {', '.join(map(repr, short[:3]))})"
+    raise InvalidInputError(f"mode 'all' draws --shot {k} TRAIN items of every TEST class, but {what}; "
+                            + (f"lower --shot to {fewest} or less" if fewest else
+                               "every TEST label needs items in TRAIN"))
+
+
 def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_METHODS, way: int = 5,
-             shots: Sequence[int] = (1, 5), query: int = 15, episodes: int | None = None, seed: int = 0,
+             shots: Sequence[int] = (1, 5), query: int | None = None, episodes: int | None = None, seed: int = 0,
              progress: bool = True) -> list[dict[str, Any]]:
     """Results (contract dicts) of one mode for every shot × method. ``episodes`` defaults to 600 episodes
-    (episodic) or 5 repeats (all). Every method sees the same episodes / shot draws for a given shot."""
-    from tqdm.auto import tqdm
-
+    (episodic) or 5 repeats (all). Every method sees the same episodes / shot draws for a given shot. ``query``
+    None: ``DEFAULT_QUERY`` per class, fewer when the data have fewer (``episodic_query``)."""
+    from fewshot._progress import progress as policy_bar
     from fewshot.evaluation.episodes import available_methods, run_all_classes, run_episodic, run_zero_shot
 
     if mode not in MODES:
@@ -306,18 +356,21 @@ def run_mode(data: BenchData, mode: str, *, methods: Sequence[str] = DEFAULT_MET
     if data.train_x is None:
         raise InvalidInputError(f"mode {mode!r} needs TRAIN embeddings")
     n = episodes if episodes is not None else (600 if mode == "episodic" else 5)
+    if ENCODER_METHOD in methods and (mode != "all" or data.same_pool):
+        raise InvalidInputError(f"method {ENCODER_METHOD!r} (fine-tune the encoder per repeat) runs in "
+                                "mode 'all' with separate TRAIN and TEST sets")
+    n_query = episodic_query(data, way, shots, query) if mode == "episodic" else 0
+    if mode == "all":
+        _check_all_shots(data, shots)
     out = []
     jobs = [(k, m) for k in shots for m in methods]
-    for k, m in tqdm(jobs, desc=f"bench {mode}", disable=not progress or len(jobs) < 2):
+    for k, m in policy_bar(jobs, desc=f"bench {mode}", show=None if progress and len(jobs) > 1 else False):
         if m == ENCODER_METHOD:
-            if mode != "all" or data.same_pool:
-                raise InvalidInputError(f"method {ENCODER_METHOD!r} (fine-tune the encoder per repeat) runs in "
-                                        "mode 'all' with separate TRAIN and TEST sets")
             out.append(run_encoder_refine(data, k, n, seed, progress))
             continue
         if mode == "episodic":
             res = run_episodic(m, data.train_x, data.train_y, None if data.same_pool else data.test_x,
-                               None if data.same_pool else data.test_y, n_way=way, n_shot=k, n_query=query,
+                               None if data.same_pool else data.test_y, n_way=way, n_shot=k, n_query=n_query,
                                n_episodes=n, seed=seed, class_vectors=data.class_vectors)
             out.append(_result(mode, m, way, k, res))
         else:

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from fewshot._core import l2_normalise
+from fewshot._core import l2_normalise, plural
 from fewshot.errors import InvalidInputError
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -144,8 +144,9 @@ def sample_episodes(support_labels: np.ndarray, query_labels: np.ndarray | None 
         eligible = np.flatnonzero((qry.counts >= n_query) & (sup.counts >= n_shot))
         need = f">= {n_shot} support and >= {n_query} query items"
     if len(eligible) < n_way:
-        raise InvalidInputError(f"n_way={n_way} but only {len(eligible)} classes have {need}; lower n_way, "
-                                "n_shot or n_query")
+        verb = "has" if len(eligible) == 1 else "have"
+        raise InvalidInputError(f"n_way={n_way} but only {plural(len(eligible), 'class', 'classes')} {verb} {need}; "
+                                "lower n_way, n_shot or n_query")
     classes, support, query = [], [], []
     for start in range(0, n_episodes, chunk_size):
         e = min(chunk_size, n_episodes - start)
@@ -177,7 +178,8 @@ def sample_shots(labels: np.ndarray, classes: np.ndarray, n_shot: int, n_repeats
     groups = _Groups(np.asarray(labels, np.int64), int(max(classes.max(), np.max(labels))) + 1)
     short = classes[groups.counts[classes] < n_shot]
     if len(short):
-        raise InvalidInputError(f"{len(short)} classes have fewer than n_shot={n_shot} support items "
+        raise InvalidInputError(f"{plural(len(short), 'class', 'classes')} {'has' if len(short) == 1 else 'have'} "
+                                f"fewer than n_shot={n_shot} support items "
                                 f"(codes {short[:5].tolist()}); lower n_shot")
     counts = np.broadcast_to(groups.counts[classes], (n_repeats, len(classes)))
     return groups.rows[groups.starts[classes][None, :, None] + _choose(counts, n_shot, rng)]
@@ -315,11 +317,12 @@ def evaluate(method: str, support_x: np.ndarray, query_x: np.ndarray, support_ro
             of each episode's classes (needed with class_vectors).
         chunk_size: episodes scored per batched step (peak memory ~ chunk · (M + C·K) · d · 4 bytes).
         batched: use the batched scorer when one exists (False forces the per-episode classifier loop).
+        progress: the scoring bar: True / False forces it; None shows it once scoring has run 2 s.
         config: method options (e.g. ``k`` for knn).
     Returns:
         (B,) float64 accuracies in [0, 1]. Ties go to the lowest local label (first argmax).
     """
-    from tqdm.auto import tqdm
+    from fewshot._progress import progress as policy_bar
 
     support_rows = np.asarray(support_rows)
     b, c, shots = support_rows.shape
@@ -336,11 +339,10 @@ def evaluate(method: str, support_x: np.ndarray, query_x: np.ndarray, support_ro
     cv = None if class_vectors is None else np.ascontiguousarray(class_vectors, np.float32)
     m = query_rows.shape[1]
     out = np.empty(b, np.float64)
-    show = (b * m > 2_000_000 or not fast and b > 50) if progress is None else progress
     chunk_size = max(1, min(chunk_size, b))
     sup_buf = np.empty((chunk_size * c * shots, xs.shape[1]), np.float32)     # reused: no page faults per chunk
     qry_buf = np.empty((chunk_size * m, xq.shape[1]), np.float32)
-    for start in tqdm(range(0, b, chunk_size), desc=f"scoring {method}", disable=not show, leave=False):
+    for start in policy_bar(range(0, b, chunk_size), desc=f"scoring {method}", show=progress, leave=False):
         stop = min(start + chunk_size, b)
         n = stop - start
         sup = np.take(xs, np.asarray(support_rows[start:stop]).reshape(-1), axis=0, out=sup_buf[:n * c * shots],

@@ -467,10 +467,10 @@ def allowed_rejections(n: int, budget: float, confidence: float = DROP_CONFIDENC
     upper bound on the rejected-and-correct share ≤ ``budget`` (0 when even k = 0 does not)."""
     if n <= 0 or budget <= 0:
         return 0
-    from scipy.stats import beta
+    from scipy.special import betaincinv  # beta.ppf without importing scipy.stats (a second of start-up)
 
     k = int(np.floor(budget * n + 1e-9))          # the bound exceeds k / n, so no larger k can qualify
-    while k > 0 and float(beta.ppf(confidence, k + 1, n - k)) > budget:
+    while k > 0 and float(betaincinv(k + 1, n - k, confidence)) > budget:
         k -= 1
     return k
 
@@ -511,8 +511,22 @@ def fit_platt(top_scores: np.ndarray, correct: np.ndarray) -> tuple[float, float
     correct = np.asarray(correct, bool)
     if len(correct) < 5 or correct.all() or not correct.any():
         return None
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=10.0).fit(np.asarray(top_scores, np.float64)[:, None], correct)
-    slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+    slope, intercept = _logistic_1d(np.asarray(top_scores, np.float64), correct.astype(np.float64), c=10.0)
     return (slope, intercept) if slope > 0 else None
+
+
+def _logistic_1d(x: np.ndarray, y: np.ndarray, c: float, iterations: int = 100) -> tuple[float, float]:
+    """argmin over (w, b) of  w²/2 + c·Σ logloss(y, sigmoid(w·x + b))  — sklearn's ``LogisticRegression(C=c)`` on one
+    feature (L2 on the slope, none on the intercept) — by Newton's method on the 2 x 2 system (the objective is
+    strictly convex), without importing scikit-learn."""
+    w = b = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(w * x + b)))
+        r, h = p - y, p * (1.0 - p)
+        grad = np.array([w + c * float(r @ x), c * float(r.sum())])
+        hess = np.array([[1.0 + c * float(h @ (x * x)), c * float(h @ x)], [c * float(h @ x), c * float(h.sum())]])
+        step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
+        w, b = w - float(step[0]), b - float(step[1])
+        if np.abs(step).max() < 1e-10:
+            break
+    return w, b

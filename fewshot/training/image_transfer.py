@@ -131,7 +131,7 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
         source: a ``fewshot.datasets.LabelledData`` of images (paths, PIL images or uint8 (H, W) / (H, W, 3)
             arrays), >= 2 classes with >= 2 images each (Omniglot background: 964 classes × 20).
         config: a ``TransferConfig``; ``settings`` (its field names) override single fields of it.
-        progress: tqdm progress bars.
+        progress: progress bars under ``fewshot._progress`` (shown once a step has run 2 s); False: none.
         device: torch device for the work (default CPU).
         history: if a list is given, one dict per validation is appended (epoch, seconds, loss, val_5w1s,
             val_20w1s).
@@ -142,8 +142,8 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
+    from fewshot._progress import progress as policy_bar
     from fewshot.datasets import LabelledData
     from fewshot.encoders.base import Encoder
     from fewshot.encoders.registry import load_encoder
@@ -213,7 +213,7 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
         def encode_frozen(rows: np.ndarray, rot: int, desc: str) -> torch.Tensor:
             out = []
             step = 256
-            for s in tqdm(range(0, len(rows), step), desc=desc, disable=not progress, leave=False):
+            for s in policy_bar(range(0, len(rows), step), desc=desc, show=None if progress else False, leave=False):
                 ims = []
                 for r in rows[s:s + step]:
                     im = image_to_rgb(source.inputs[int(r)])
@@ -284,8 +284,8 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
         for epoch in range(1, epochs + 1):
             order = torch.from_numpy(rng.permutation(n))
             losses = []
-            bar = tqdm(range(steps_per_epoch), desc=f"adapting epoch {epoch}/{epochs}", disable=not progress,
-                       leave=False)
+            bar = policy_bar(range(steps_per_epoch), desc=f"adapting epoch {epoch}/{epochs}",
+                             show=None if progress else False, leave=False)
             for i in bar:
                 # progress through the schedule: by steps, or by the time budget when that runs out first,
                 # so a run cut by max_minutes still ends with an annealed learning rate
@@ -324,7 +324,7 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
                 step += 1
                 losses.append(float(value.detach()))
                 if i % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
             record = {"epoch": epoch, "steps": step, "seconds": round(time.perf_counter() - t_start, 1),
                       "loss": round(float(np.mean(losses)), 4) if losses else None, **validate()}
             log.append(record)

@@ -228,7 +228,7 @@ class FinetuneConfig:
 def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
                      class_names: Sequence[str | Sequence[str]] | None = None, base: Any = "minilm",
                      config: FinetuneConfig | None = None, *, output_dir: str | os.PathLike | None = None,
-                     show_progress_bar: bool = True, **settings: Any) -> EncoderRefineResult:
+                     show_progress_bar: bool | None = None, **settings: Any) -> EncoderRefineResult:
     """Fine-tune a sentence-transformers encoder on labelled support texts (see the module docstring).
 
     Args:
@@ -239,6 +239,8 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
         base: the encoder to start from (an ``Encoder``, a registry name such as ``'minilm'``, or ``'st:<path>'``).
         config: a ``FinetuneConfig``; ``settings`` (its field names) override single fields of it.
         output_dir: where to save the tuned model (default: nowhere, it stays in memory).
+        show_progress_bar: True / False forces the epoch bar on / off; None (default) shows it once the fine-tune
+            has run 2 s (``fewshot._progress``).
     Returns:
         EncoderRefineResult (encoder, directory, epochs, history, seconds).
     """
@@ -254,8 +256,7 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
 
 
 def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, output_dir, show_progress_bar):
-    from tqdm.auto import tqdm
-
+    from fewshot._progress import progress
     from fewshot.encoders.sentence import SentenceTransformerEncoder
 
     assert cfg.lr is not None and cfg.layer_decay is not None  # filled in by FinetuneConfig.resolved()
@@ -341,8 +342,8 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
             acc0 = validate()
             hist.append({"phase": phase, "epoch": 0, "val_accuracy": acc0})
             best = (acc0, 0, None)
-        bar = tqdm(total=n_epochs, desc=f"refine encoder ({phase}, epochs)", disable=not show_progress_bar,
-                   leave=False)
+        bar = progress(total=n_epochs, desc=f"refine encoder ({phase}, epochs)", show=show_progress_bar,
+                       leave=False)
         for epoch in range(1, n_epochs + 1):
             t0 = time.perf_counter()
             order = rng.permutation(len(all_texts))
@@ -363,7 +364,8 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-                bar.set_postfix(step=f"{step + 1}/{len(batches)}", loss=f"{np.mean(losses):.3f}")
+                bar.set_postfix(step=f"{step + 1}/{len(batches)}", loss=f"{np.mean(losses):.3f}", refresh=False)
+                bar.update(0)  # draws the bar once the policy's delay has passed, mid-epoch too
             bar.update(1)
             rec = {"phase": phase, "epoch": epoch, "loss": float(np.mean(losses)),
                    "seconds": time.perf_counter() - t0}

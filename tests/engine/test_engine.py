@@ -189,3 +189,25 @@ def test_a_description_only_engine_rejects_with_a_zero_shot_threshold_from_gener
     assert eng.openset.threshold_source_ == "zero-shot" and np.isfinite(eng.openset.threshold_)
     assert len(preds) == 2
     assert encoder in lifecycle._BACKGROUND and lifecycle._BACKGROUND[encoder].shape[1] == encoder.dim
+
+
+def test_an_engine_its_classifier_cannot_fit_yet_still_saves_and_loads(tmp_path, fake_text_encoder):
+    """logreg over description-only classes cannot fit (found by tests/engine/test_state_machine.py): the save
+    must not fail, and the loaded engine behaves as the saved one (NotFittedError at prediction, fine after an
+    example arrives)."""
+    eng = FewShotEngine(encoder=fake_text_encoder, classifier="logreg")
+    eng.add_class("a", description="about a")
+    eng.add_class("b", description="about b")
+    with pytest.raises(NotFittedError):
+        eng.predict(["x"])
+    eng.save(tmp_path / "eng")
+    loaded = FewShotEngine.load(tmp_path / "eng", encoder=fake_text_encoder)
+    with pytest.raises(NotFittedError):
+        loaded.predict(["x"])
+    for e in (eng, loaded):
+        e.add_examples("a", ["an a", "another a"])
+        e.add_examples("b", ["a b", "another b"])
+    assert [p.label for p in loaded.predict(["an a", "a b"])] == [p.label for p in eng.predict(["an a", "a b"])]
+    loaded.save(tmp_path / "eng")
+    again = FewShotEngine.load(tmp_path / "eng", encoder=fake_text_encoder)
+    assert [p.label for p in again.predict(["an a", "a b"])] == [p.label for p in eng.predict(["an a", "a b"])]

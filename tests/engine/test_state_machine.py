@@ -63,8 +63,10 @@ class EngineMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.eng = FewShotEngine(encoder=TopicTextEncoder())
         self.model: dict[str, dict] = {}          # name -> {"examples": int, "description": str | None}
+        self.classifier = "prototype"
+        self.adapted: str | None = None
         self.tmp = tempfile.TemporaryDirectory(prefix="fewshot-sm-")
-        self.saved: tuple[Path, list[tuple] | None, dict] | None = None   # directory, predictions, model
+        self.saved: tuple[Path, list[tuple] | None, dict, str, str | None] | None = None  # + method, adaptation
         self.saves = 0
 
     def teardown(self) -> None:
@@ -72,8 +74,17 @@ class EngineMachine(RuleBasedStateMachine):
             self.tmp.cleanup()
 
     # ------------------------------------------------------------------ helpers
+    def _can_predict(self) -> bool:
+        """Whether the engine has something to predict with: logreg learns from examples only; an adaptation needs
+        what it was fitted with to refit after changes (CORAL: two support vectors)."""
+        examples = sum(h["examples"] for h in self.model.values())
+        vectors = examples + sum(h["description"] is not None for h in self.model.values())
+        if self.classifier in ("logreg", "linear") and not examples:
+            return False
+        return bool(self.model) and not (self.adapted == "coral" and vectors < 2)
+
     def _state(self) -> tuple | None:
-        return engine_state(self.eng, self.eng.embed(PROBE)) if self.eng.classes else None
+        return engine_state(self.eng, self.eng.embed(PROBE)) if self._can_predict() else None
 
     def _attempt(self, call, must_fail: type[Exception] | None) -> bool:
         """Run ``call``; True if it succeeded. A failure must be a FewShotError that changed nothing; a call the
@@ -119,21 +130,24 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(classifier=st.sampled_from(CLASSIFIERS))
     def set_classifier(self, classifier) -> None:
         assert self._attempt(lambda: self.eng.set_classifier(classifier), None)
+        self.classifier = classifier
 
     @precondition(lambda self: len(self.model) >= 2)
     @rule()
     def refine_linear(self) -> None:
-        self._attempt(lambda: self.eng.refine("linear", epochs=20), None)
+        if self._attempt(lambda: self.eng.refine("linear", epochs=20), None):
+            self.classifier = "linear"
 
     @rule(unlabeled=st.lists(st.sampled_from(PROBE), min_size=3, max_size=6),
           method=st.sampled_from(["recenter", "coral"]))
     def adapt(self, unlabeled, method) -> None:
-        self._attempt(lambda: self.eng.adapt(unlabeled, method=method),
-                      None if self.model else NotFittedError)
+        if self._attempt(lambda: self.eng.adapt(unlabeled, method=method), None if self.model else NotFittedError):
+            self.adapted = method
 
     @rule()
     def undo_adapt(self) -> None:
         assert self._attempt(self.eng.undo_adapt, None)
+        self.adapted = None
 
     @rule(keep=st.floats(0.8, 0.99), how=st.sampled_from(["coverage", "accuracy", "drop"]))
     def configure_openset(self, keep, how) -> None:
@@ -141,7 +155,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(reject=st.booleans())
     def predict(self, reject) -> None:
-        if not self.model:
+        if not self._can_predict():
             with pytest.raises(NotFittedError):
                 self.eng.predict(PROBE, reject=reject)
             return
@@ -154,14 +168,14 @@ class EngineMachine(RuleBasedStateMachine):
         self.saves += 1
         directory = Path(self.tmp.name) / ("engine" if self.saves % 2 else "other")   # re-saves over old ones too
         self.eng.save(directory)
-        self.saved = (directory, predictions(self.eng) if self.model else None,
-                      {name: dict(held) for name, held in self.model.items()})
+        self.saved = (directory, predictions(self.eng) if self._can_predict() else None,
+                      {name: dict(held) for name, held in self.model.items()}, self.classifier, self.adapted)
 
     @precondition(lambda self: self.saved is not None)
     @rule()
     def load(self) -> None:
         assert self.saved is not None
-        directory, expected, model = self.saved
+        directory, expected, model, self.classifier, self.adapted = self.saved
         self.eng = FewShotEngine.load(directory, encoder=TopicTextEncoder())
         self.model = {name: dict(held) for name, held in model.items()}
         if expected is not None:
@@ -172,7 +186,7 @@ class EngineMachine(RuleBasedStateMachine):
     def load_in_a_fresh_process(self) -> None:
         assert self.saved is not None and self.saved[1] is not None
         _fresh_loads["left"] -= 1
-        directory, expected, _ = self.saved
+        directory, expected, *_ = self.saved
         script = ("import json, sys; from fewshot import FewShotEngine; from tests.fakes import TopicTextEncoder; "
                   "from tests.engine.test_state_machine import predictions; "
                   f"e = FewShotEngine.load({str(directory)!r}, encoder=TopicTextEncoder()); "

@@ -288,3 +288,26 @@ def test_assess_gives_what_confidences_and_accept_give(rng, score):
     np.testing.assert_array_equal(confidence, det.confidences(scores, queries))
     np.testing.assert_array_equal(accepted, det.accept(scores, queries))
     assert det.assess(scores, queries, reject=False)[1].all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_platt_scaling_by_newton_equals_sklearns_logistic_regression(seed):
+    """fit_platt solves LogisticRegression(C=10) on one feature without importing scikit-learn (start-up time):
+    the same slope and intercept, near-separable data included."""
+    from sklearn.linear_model import LogisticRegression
+
+    from fewshot.openset.detector import fit_platt
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, 400))
+    x = rng.normal(size=n) * rng.uniform(0.1, 5)
+    correct = rng.random(n) < 1 / (1 + np.exp(-(rng.uniform(0.5, 20) * x + rng.normal())))
+    correct[:2] = [True, False]
+    ours = fit_platt(x, correct)
+    model = LogisticRegression(C=10.0, tol=1e-10, max_iter=10_000).fit(x[:, None], correct)
+    slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+    if slope <= 0:
+        assert ours is None
+    else:
+        assert ours is not None
+        np.testing.assert_allclose(ours, (slope, intercept), rtol=1e-4, atol=1e-4)
