@@ -9,8 +9,10 @@
       tokenizer.json    (text encoders, CLIP)  a ``tokenizers`` tokenizer, truncation/padding off (set at load)
 
 Pooling and L2 normalisation are inside each graph, so a graph's output is the encoder's embedding. Batch (and,
-for sentence encoders, sequence) axes are dynamic. ``quantize="int8"`` applies onnxruntime's dynamic int8
-quantisation (int8 per-channel weights, activations quantised per batch at run time) to every graph.
+for sentence encoders, sequence) axes are dynamic. ``quantize="int8"`` rewrites every graph into fewshot's
+row-wise int8 (``fewshot.export.int8``, manifest ``quantize_scheme: "rowwise-int8-v1"``): int8 weights, and
+activations quantised with scales computed from each row alone, so an input's embedding does not depend on the
+other inputs of its batch.
 
 Exporting needs torch and the encoder's own libraries; running the export needs only onnxruntime, tokenizers,
 numpy and PIL.
@@ -30,6 +32,7 @@ from typing import Any, Literal, cast, get_args
 from fewshot._core import __version__, sha256_file
 from fewshot.encoders.onnx import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
+from fewshot.export.int8 import SCHEME, quantize_rowwise
 
 Quantize = Literal["int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = get_args(Quantize)
@@ -61,6 +64,7 @@ def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | Non
     try:
         manifest = _export_into(encoder, tmp, quantize, opset)
         manifest.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "quantize": quantize,
+                         "quantize_scheme": SCHEME if quantize == "int8" else None,
                          "source_encoder": encoder.name, "dim": int(encoder.dim),
                          "modalities": sorted(encoder.modalities), "opset": opset,
                          "zero_shot_templates": list(encoder.zero_shot_templates)})
@@ -143,24 +147,13 @@ def _torch_export(module: Any, args: tuple, path: Path, input_names: list[str], 
 
 
 def _finish_graph(path: Path, quantize: str | None) -> None:
-    """Check the graph, then (``quantize='int8'``) replace it by its dynamically quantised version."""
+    """Check the graph, then (``quantize='int8'``) replace it by its row-wise int8 version."""
     import onnx
 
     onnx.checker.check_model(str(path))
     if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         q = path.with_name(path.stem + ".int8.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import logging
-            level = logging.getLogger().level
-            logging.getLogger().setLevel(logging.ERROR)  # 'consider pre-processing' notice
-            try:
-                quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True,
-                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            finally:
-                logging.getLogger().setLevel(level)
+        quantize_rowwise(path, q)
         os.replace(q, path)
 
 

@@ -100,10 +100,9 @@ def image_case(effnet, tmp_path_factory):
     return root / "image-engine", [f"images/{n}" for n in queries], "image", effnet
 
 
-#: the engines the batch output must match exactly; int8 joins when its export no longer depends on the batch:
-#: add pytest.param("portable_int8_case", id="portable-int8") here
+#: the engines the batch output must match exactly (int8: the row-wise export, which does not depend on the batch)
 CASES = [pytest.param("torch_text_case", id="torch-text"), pytest.param("portable_fp32_case", id="portable-fp32"),
-         pytest.param("image_case", id="effnet-image")]
+         pytest.param("portable_int8_case", id="portable-int8"), pytest.param("image_case", id="effnet-image")]
 
 
 @pytest.mark.parametrize("mode", ["streaming", "ray"])

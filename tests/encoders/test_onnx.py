@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fewshot.encoders import load_encoder
-from fewshot.encoders.onnx import ONNXEncoder, default_threads, load_onnx
+from fewshot.encoders.onnx import RUN_TOKENS_PER_THREAD, ONNXEncoder, default_threads, load_onnx
 from fewshot.errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
 from tests.onnx_exports import exported, run_torch_free, scratch_dir
 
@@ -48,14 +48,44 @@ def test_batching_keeps_input_order(minilm_onnx, banking_sample):
                                atol=1e-5)
 
 
+def _record_runs(encoder, monkeypatch) -> list[tuple[int, int]]:
+    """(rows, padded width) of every onnxruntime run the encoder makes from now on."""
+    runs: list[tuple[int, int]] = []
+    real = encoder._pad
+    monkeypatch.setattr(encoder, "_pad", lambda ids: runs.append((len(ids), max(map(len, ids)))) or real(ids))
+    return runs
+
+
 def test_batches_sorted_by_token_count(minilm_onnx, banking_sample, monkeypatch):
     texts = banking_sample[:40]
-    widths = []
-    real = minilm_onnx._pad
-    monkeypatch.setattr(minilm_onnx, "_pad", lambda ids: widths.append(max(map(len, ids))) or real(ids))
+    runs = _record_runs(minilm_onnx, monkeypatch)
+    monkeypatch.setattr(minilm_onnx, "run_tokens", 0)  # whole batches
     minilm_onnx.encode_text(texts, batch_size=8)
     lengths = sorted((len(i) for i in minilm_onnx._token_ids(texts)), reverse=True)
-    assert widths == lengths[::8]  # each batch padded only to its own longest text
+    assert [w for _, w in runs] == lengths[::8]  # each batch padded only to its own longest text
+    assert [n for n, _ in runs] == [8] * 5
+
+
+def test_runs_stay_within_the_token_budget(minilm_onnx, banking_sample, monkeypatch):
+    texts = banking_sample
+    reference = minilm_onnx.encode_text(texts, batch_size=64)
+    lengths = sorted((len(i) for i in minilm_onnx._token_ids(texts)), reverse=True)
+    for budget in (1, 100, 256):
+        runs = _record_runs(minilm_onnx, monkeypatch)
+        monkeypatch.setattr(minilm_onnx, "run_tokens", budget)
+        got = minilm_onnx.encode_text(texts, batch_size=64)
+        assert sum(n for n, _ in runs) == len(texts)
+        start = 0
+        for n, width in runs:  # consecutive in length order, the longest first, as many as the budget allows
+            assert width == lengths[start]
+            assert n == min(64, len(texts) - start, max(1, budget // width))
+            start += n
+        assert (got * reference).sum(1).min() >= 0.99999
+    monkeypatch.setattr(minilm_onnx, "run_tokens", 0)
+    assert minilm_onnx._runs(np.asarray([5, 4, 3]), 2) == [(0, 2), (2, 3)]
+    with pytest.raises(InvalidInputError, match="run_tokens"):
+        ONNXEncoder(str(exported("minilm")), run_tokens=-1)
+    assert ONNXEncoder(str(exported("minilm")), threads=3).run_tokens == 3 * RUN_TOKENS_PER_THREAD
 
 
 def test_registry_name_and_describe(minilm_onnx):
@@ -65,6 +95,8 @@ def test_registry_name_and_describe(minilm_onnx):
     assert enc.dim == 384 and enc.modalities == frozenset({"text"})
     d = enc.describe()
     assert d["source_encoder"] == "minilm" and d["quantize"] is None and d["name"] == enc.name
+    assert d["quantize_scheme"] is None
+    assert load_onnx(str(exported("minilm", "int8"))).describe()["quantize_scheme"] == "rowwise-int8-v1"
     assert enc.zero_shot_templates == load_encoder("minilm").zero_shot_templates
 
 
@@ -140,3 +172,39 @@ vecs = enc.encode(json.loads({json.dumps(json.dumps(texts))}))
 print(json.dumps({{"vectors": vecs.tolist()}}))
 """)
     np.testing.assert_allclose(np.asarray(out["vectors"], np.float32), minilm_onnx.encode_text(texts), atol=1e-5)
+
+
+def _legacy_int8_export(tmp_path) -> str:
+    """An int8 export as fewshot wrote them before ``quantize_scheme``: onnxruntime ``quantize_dynamic`` (per-batch
+    activation scales) of the fp32 graph, manifest without the scheme."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from fewshot._core import sha256_file
+
+    src, out = exported("minilm"), tmp_path / "legacy-int8"
+    shutil.copytree(src, out)
+    quantize_dynamic(str(src / "text.onnx"), str(out / "text.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest.pop("quantize_scheme", None)
+    manifest["quantize"] = "int8"
+    manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return str(out)
+
+
+def test_an_old_dynamic_int8_export_loads_and_runs_one_input_at_a_time(tmp_path, banking_sample, monkeypatch):
+    """Old int8 exports still load and run; their graph picks activation scales per run, so the runtime feeds it one
+    input per run: results no longer depend on the other inputs of a call (alone vs in a batch: cosine >= 0.99999;
+    run in batches, the same graph gives cosine < 0.999 for some texts)."""
+    enc = load_onnx(_legacy_int8_export(tmp_path))
+    assert enc.quantize == "int8" and enc.quantize_scheme == "dynamic-per-batch" and enc.max_run_inputs == 1
+    texts = banking_sample[:48]
+    alone = np.concatenate([enc.encode_text([t]) for t in texts])
+    runs = _record_runs(enc, monkeypatch)
+    batched = enc.encode_text(texts, batch_size=16)
+    assert {n for n, _ in runs} == {1} and len(runs) == len(texts)
+    assert (alone * batched).sum(1).min() >= 0.99999
+    monkeypatch.setattr(enc, "max_run_inputs", None)  # what batching this graph did before
+    assert (alone * enc.encode_text(texts, batch_size=16)).sum(1).min() < 0.999

@@ -40,7 +40,8 @@ def test_text_manifest(shared_data):
     assert manifest["format"] == "fewshot-onnx" and manifest["kind"] == "text"
     assert manifest["source_encoder"] == "minilm" and manifest["dim"] == 384
     assert manifest["modalities"] == ["text"] and manifest["max_seq_length"] == 256
-    assert manifest["quantize"] is None and manifest["tokenizer"]["file"] == "tokenizer.json"
+    assert manifest["quantize"] is None and manifest["quantize_scheme"] is None
+    assert manifest["tokenizer"]["file"] == "tokenizer.json"
     assert set(manifest["files"]) == {"text.onnx", "tokenizer.json"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
@@ -63,14 +64,15 @@ def test_graph_has_dynamic_batch_and_sequence_axes():
 
 def test_int8_export_loads_and_predicts(minilm, shared_data):
     fp32, int8 = exported("minilm"), exported("minilm", "int8")
-    assert json.loads((int8 / "manifest.json").read_text())["quantize"] == "int8"
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    assert manifest["quantize"] == "int8" and manifest["quantize_scheme"] == "rowwise-int8-v1"
     assert (int8 / "text.onnx").stat().st_size < 0.4 * (fp32 / "text.onnx").stat().st_size
     enc = load_onnx(str(int8))
     texts, labels = _banking(shared_data, "test")
     train_texts, train_labels = _banking(shared_data, "train")
     classes = sorted(set(labels))[:10]
-    support = {c: [t for t, l in zip(train_texts, train_labels) if l == c][:5] for c in classes}
-    queries = [(t, l) for t, l in zip(texts, labels) if l in classes][::4]  # 100 queries
+    support = {c: [t for t, lab in zip(train_texts, train_labels) if lab == c][:5] for c in classes}
+    queries = [(t, lab) for t, lab in zip(texts, labels) if lab in classes][::4]  # 100 queries
 
     from fewshot.classifiers import ArraySupport, PrototypeClassifier
 
@@ -78,7 +80,7 @@ def test_int8_export_loads_and_predicts(minilm, shared_data):
         vecs = encoder.encode_text([t for c in classes for t in support[c]])
         sup = ArraySupport(vecs, np.repeat(np.arange(len(classes)), 5))
         pred = PrototypeClassifier().fit(sup).scores(encoder.encode_text([q for q, _ in queries])).argmax(1)
-        return float(np.mean([classes[p] == l for p, (_, l) in zip(pred, queries)])), pred
+        return float(np.mean([classes[p] == lab for p, (_, lab) in zip(pred, queries)])), pred
 
     acc_int8, pred_int8 = accuracy(enc)
     acc_torch, pred_torch = accuracy(minilm)
@@ -147,8 +149,8 @@ def _portable_engine_case(shared_data):
     texts, labels = _banking(shared_data, "train")
     test_texts, test_labels = _banking(shared_data, "test")
     classes = sorted(set(labels))[:8]
-    examples = {c: [t for t, l in zip(texts, labels) if l == c][:4] for c in classes}
-    queries = [t for t, l in zip(test_texts, test_labels) if l in classes][::8]  # 40 queries
+    examples = {c: [t for t, lab in zip(texts, labels) if lab == c][:4] for c in classes}
+    queries = [t for t, lab in zip(test_texts, test_labels) if lab in classes][::8]  # 40 queries
     return classes, examples, queries
 
 
