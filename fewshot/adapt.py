@@ -298,15 +298,18 @@ def _mmd2(x, y, bandwidths: list[float]):
 
 
 class RefinedPrototypeSupport(ArraySupport):
-    """A support of one example per class at its (C, d) soft-k-means prototype, which is also the class vector
-    (prompt vectors are folded into it already): ``examples()``, ``example_counts()``, ``search``,
-    ``class_vectors()`` and ``prototypes()`` all hold the refined prototypes, so prototype, kNN, fusion and
-    zero-shot classifiers all follow them."""
+    """An ``ArraySupport`` whose prototypes come from soft k-means: every class behaves as one example at its
+    refined prototype (prompt vectors are folded in already)."""
 
     def __init__(self, base: ArraySupport, prototypes: np.ndarray):
-        prototypes = np.asarray(prototypes, np.float32)
-        super().__init__(prototypes, np.arange(base.n_classes), base.n_classes, prototypes)
+        super().__init__(base.vectors, base.labels, base.n_classes, prototypes)
         self._refined = prototypes
 
     def prototypes(self) -> np.ndarray:
         return self._refined
+
+    def example_counts(self) -> np.ndarray:
+        return np.ones(self.n_classes, np.int64)
+
+    def class_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._refined, np.ones(self.n_classes, bool)

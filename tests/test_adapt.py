@@ -250,29 +250,3 @@ def test_engine_anchored_kmeans_fallback_predicts_as_unadapted(rng):
     eng.adapt(pool[:10], method="anchored-kmeans")               # 10 < 5 per class × 6 classes
     np.testing.assert_array_equal(eng.predict_proba(pool), before)
     assert eng.adaptation is not None and eng.adaptation.fallback_
-
-
-@pytest.mark.parametrize("classifier", ["knn", "fusion", "simpleshot", "zero-shot"])
-def test_soft_kmeans_prototypes_reach_every_classifier_consistently(rng, classifier):
-    """The refined view is one example per class at its refined prototype, everywhere: examples(), counts, class
-    vectors and prototypes agree, and kNN / fusion follow the refined prototypes instead of ignoring them."""
-    from fewshot.classifiers import make_classifier
-
-    support, targets, labels = shifted_task(rng)
-    vectors = unit_rows(np.repeat(support, 4, 0) + 0.2 * rng.normal(size=(20, 16)))
-    base = ArraySupport(vectors, np.repeat(np.arange(5), 4), 5, unit_rows(rng.normal(size=(5, 16))))
-    adapted = Adaptation("recenter+soft-kmeans").fit(base, targets)
-    view = adapted.wrap(base)
-    refined = view.prototypes()
-    ex, ex_labels = view.examples()
-    np.testing.assert_array_equal(ex, refined)
-    np.testing.assert_array_equal(ex_labels, np.arange(5))
-    np.testing.assert_array_equal(view.example_counts(), np.ones(5))
-    class_vectors, mask = view.class_vectors()
-    assert mask.all()
-    np.testing.assert_array_equal(class_vectors, refined)
-    assert not np.allclose(refined, adapted._map_view(base).prototypes(), atol=1e-3)   # soft k-means moved them
-    q = adapted.transform_queries(targets)
-    nearest_refined = (q @ refined.T).argmax(1)
-    got = make_classifier(classifier).fit(view).scores(q).argmax(1)
-    assert (got == nearest_refined).mean() > 0.95, classifier
