@@ -23,7 +23,6 @@ OUT.md. The machine's load average is recorded before and after: on a shared mac
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -36,7 +35,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "fewshot" / "data" / "banking77_sample.csv"
 HEAVY = ("torch", "transformers", "sentence_transformers", "sklearn", "scipy", "pandas", "faiss", "onnxruntime",
          "PIL", "tqdm")
 BLOCKED = ("torch", "torchvision", "transformers", "sentence_transformers", "open_clip", "timm")
@@ -101,13 +99,10 @@ def whole_command(python: str, args: list[str], cwd: Path) -> dict:
 
 def build_engines(work: Path) -> dict[str, Path]:
     from fewshot import FewShotEngine
+    from fewshot.datasets import banking77_sample
 
-    rows = list(csv.DictReader(open(SAMPLE, encoding="utf-8")))
+    support, _ = banking77_sample()
     engine = FewShotEngine(encoder="minilm")
-    support: dict[str, list[str]] = {}
-    for r in rows:
-        if r["split"] == "support":
-            support.setdefault(r["label"], []).append(r["text"])
     for label, texts in support.items():
         engine.add_class(label, examples=texts)
     dirs = {"torch": work / "torch", "portable fp32": work / "fp32", "portable int8": work / "int8"}

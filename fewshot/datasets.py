@@ -313,6 +313,22 @@ def load_omniglot(path: str | os.PathLike, as_arrays: bool = False) -> LabelledD
     return _finish(inputs, labels, path, "image")
 
 
+def banking77_sample() -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """The Banking77 sample shipped with the package (``fewshot/data/banking77_sample.csv``, CC BY 4.0: 10 intents,
+    5 support texts each, held-back queries) as ({label: support texts}, [(query text, label)]), in file order."""
+    from importlib import resources
+
+    sample = resources.files("fewshot") / "data" / "banking77_sample.csv"
+    # typeshed's Traversable.open has no newline= (the Path / zipfile.Path it returns accept it)
+    with sample.open(encoding="utf-8", newline="") as f:  # type: ignore[call-overload]
+        rows = list(csv.DictReader(f))
+    support: dict[str, list[str]] = {}
+    for r in rows:
+        if r["split"] == "support":
+            support.setdefault(r["label"], []).append(r["text"])
+    return support, [(r["text"], r["label"]) for r in rows if r["split"] == "query"]
+
+
 def split_spec(spec: str | os.PathLike) -> tuple[str, str | None]:
     """'file.json#test' → ('file.json', 'test'); a path without '#' → (path, None)."""
     spec = os.fspath(spec)

@@ -17,21 +17,18 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 FEWSHOT_PROGRESS=0
 
 echo "[portable] 1/3 saving a portable engine with the main venv"
 .venv/bin/python - "$WORK" <<'EOF'
-import csv, json, sys
+import json, sys
 from pathlib import Path
 
 from fewshot import FewShotEngine
+from fewshot.datasets import banking77_sample
 
 work = Path(sys.argv[1])
-rows = list(csv.DictReader(open("fewshot/data/banking77_sample.csv", encoding="utf-8")))
+support, sample_queries = banking77_sample()
 engine = FewShotEngine(encoder="minilm")
-support: dict[str, list[str]] = {}
-for r in rows:
-    if r["split"] == "support":
-        support.setdefault(r["label"], []).append(r["text"])
 for label, texts in support.items():
     engine.add_class(label, examples=texts)
-queries = [r["text"] for r in rows if r["split"] == "query"]
+queries = [text for text, _ in sample_queries]
 torch_labels = [p.label for p in engine.predict(queries)]
 engine.save(work / "engine", portable=True)
 portable = FewShotEngine.load(work / "engine")

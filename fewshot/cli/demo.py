@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
-from importlib import resources
 
 NAME = "demo"
 HELP = "register 10 Banking77 intents, classify held-back queries, save and reload"
@@ -17,18 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fewshot.datasets import banking77_sample
     from fewshot.engine import FewShotEngine
     from fewshot.templates import humanise_label
 
-    sample = resources.files("fewshot") / "data" / "banking77_sample.csv"
-    # typeshed's Traversable.open has no newline= (the Path / zipfile.Path it returns accept it)
-    with sample.open(encoding="utf-8", newline="") as f:  # type: ignore[call-overload]
-        rows = list(csv.DictReader(f))
-    support: dict[str, list[str]] = {}
-    queries = [(r["text"], r["label"]) for r in rows if r["split"] == "query"]
-    for r in rows:
-        if r["split"] == "support":
-            support.setdefault(r["label"], []).append(r["text"])
+    support, queries = banking77_sample()
     print("fewshot demo — 10 Banking77 intents (CC BY 4.0, PolyAI), offline MiniLM encoder\n")
     t0 = time.perf_counter()
     engine = FewShotEngine(encoder="minilm")
