@@ -167,6 +167,8 @@ class FinetuneConfig:
         patience: epochs without held-out improvement before stopping; val_fraction: share of each class (>= 3
             examples) held out for early stopping (0: none, ``default_epochs`` are run).
         refit: retrain on the whole support for the chosen number of epochs.
+        cache_frozen_bottom: with ``train_layers`` set, run the frozen layers once per text and train from their
+            cached output (``fewshot.training.frozen_bottom``): ~40% faster, ~0.1-0.2 points less accurate.
         max_seconds: stop early (after the current epoch) once training took this long.
         weight_decay: AdamW; head_lr_mult: the head's learning rate over ``lr`` (cross-entropy).
         seed: seeds torch, the hold-out split and batch order (same seed → same weights).
@@ -186,6 +188,7 @@ class FinetuneConfig:
     patience: int = 2
     val_fraction: float = 0.2
     refit: bool = True
+    cache_frozen_bottom: bool = False
     max_seconds: float | None = None
     weight_decay: float = 0.01
     head_lr_mult: float = 50.0
@@ -210,8 +213,9 @@ class FinetuneConfig:
                 check_int(name, getattr(self, name), 1)
         if not 0.0 <= check_float("val_fraction", self.val_fraction, 0.0, inclusive=True) < 1.0:
             raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not isinstance(self.refit, (bool, np.bool_)):
-            raise InvalidInputError(f"refit must be True or False, got {self.refit!r}")
+        for name in ("refit", "cache_frozen_bottom"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InvalidInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @property
     def contrastive(self) -> bool:
@@ -258,6 +262,7 @@ def finetune_encoder(texts: Sequence[str], labels: Sequence[int] | np.ndarray,
 def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, output_dir, show_progress_bar):
     from fewshot._progress import progress
     from fewshot.encoders.sentence import SentenceTransformerEncoder
+    from fewshot.training.frozen_bottom import BottomCache, top_layers_only
 
     assert cfg.lr is not None and cfg.layer_decay is not None  # filled in by FinetuneConfig.resolved()
     lr, layer_decay, train_layers, batch_size, scale = cfg.lr, cfg.layer_decay, cfg.train_layers, cfg.batch_size, \
@@ -286,20 +291,28 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
     device = next(model0.parameters()).device  # inputs, labels and the head live where the model does
     val = _holdout(y, val_fraction, seed) if val_fraction > 0 else np.zeros(len(y), bool)
     can_validate = val.any()
+    bottom = BottomCache.build(model0, texts + name_texts, train_layers, lambda m, t: _tokenize(m, t, device)) \
+        if cfg.cache_frozen_bottom else None
 
     def run(train_idx: np.ndarray, n_epochs: int, val_idx: np.ndarray | None, phase: str, hist: list):
+        model = copy.deepcopy(model0)
+        params = list(model.parameters())  # by object: names change while only the top layers run
+        with top_layers_only(model, bottom) as set_batch:
+            return train(model, params, set_batch, train_idx, n_epochs, val_idx, phase, hist)
+
+    def train(model, params: list, set_batch, train_idx: np.ndarray, n_epochs: int, val_idx: np.ndarray | None,
+              phase: str, hist: list):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed + 1)
-        model = copy.deepcopy(model0)
         model.train()
         tr_texts = [texts[i] for i in train_idx]
         tr_y = y[train_idx]
         with torch.no_grad():
             model.eval()
-            emb = _encode(model, tr_texts, batch_size)
+            emb = _encode(model, tr_texts, batch_size, set_batch)
             names = None
             if class_texts is not None:  # (C, d): normalised mean embedding of each class's texts
-                e = _encode(model, name_texts, batch_size)
+                e = _encode(model, name_texts, batch_size, set_batch)
                 names = torch.nn.functional.normalize(torch.zeros(C, e.shape[1], device=device).index_add_(
                     0, torch.from_numpy(name_y).to(device), e), dim=1)
             model.train()
@@ -326,9 +339,9 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
             assert val_idx is not None   # called only when there is a held-out part
             with torch.no_grad():
                 model.eval()
-                v = _encode(model, [texts[i] for i in val_idx], batch_size)
+                v = _encode(model, [texts[i] for i in val_idx], batch_size, set_batch)
                 if contrastive:  # nearest prototype of the training part (+ name vector): no head to ask
-                    e = _encode(model, all_texts, batch_size)
+                    e = _encode(model, all_texts, batch_size, set_batch)
                     w = torch.zeros(C, e.shape[1], device=device).index_add_(0, torch.from_numpy(all_y).to(device), e)
                 else:
                     w = head
@@ -352,8 +365,9 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
             losses = []
             for step, b in enumerate(batches):
                 set_lr((epoch - 1 + step / len(batches)) / n_epochs, (epoch - 1 + (step + 1) / len(batches)) / n_epochs)
-                feats = _tokenize(model, [all_texts[i] for i in b], device)
-                out = model(feats)["sentence_embedding"]
+                batch_texts = [all_texts[i] for i in b]
+                set_batch(batch_texts)
+                out = model(_tokenize(model, batch_texts, device))["sentence_embedding"]
                 out = torch.nn.functional.normalize(out, dim=1)
                 if contrastive:
                     loss = supervised_contrastive_loss(out, torch.from_numpy(all_y[b]).to(device), temperature)
@@ -373,7 +387,7 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                 acc = validate()
                 rec["val_accuracy"] = acc
                 if acc > best[0] + 1e-9:
-                    best, bad = (acc, epoch, None if refit else copy.deepcopy(model.state_dict())), 0
+                    best, bad = (acc, epoch, None if refit else [p.detach().clone() for p in params]), 0
                 else:
                     bad += 1
             hist.append(rec)
@@ -383,7 +397,9 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                 break
         bar.close()
         if best[2] is not None:  # no refit: keep the best epoch's weights, not the last
-            model.load_state_dict(best[2])
+            with torch.no_grad():
+                for p, kept in zip(params, best[2]):
+                    p.copy_(kept)
         model.eval()
         return model, (best[1] if val_idx is not None else epoch)
 
@@ -480,13 +496,15 @@ def supervised_contrastive_loss(embeddings, labels, temperature: float):
     return per_anchor[has_positive].mean()
 
 
-def _encode(model, texts: list[str], batch_size: int):
-    """Normalised embeddings of ``texts`` by a (possibly training) SentenceTransformer, as a torch tensor."""
+def _encode(model, texts: list[str], batch_size: int, set_batch=lambda texts: None):
+    """Normalised embeddings of ``texts`` by a (possibly training) SentenceTransformer, as a torch tensor;
+    ``set_batch(texts)`` is called before each batch (``frozen_bottom.top_layers_only``)."""
     import torch
 
     device = next(model.parameters()).device
     outs = []
     for i in range(0, len(texts), batch_size):
+        set_batch(texts[i:i + batch_size])
         feats = _tokenize(model, texts[i:i + batch_size], device)
         outs.append(torch.nn.functional.normalize(model(feats)["sentence_embedding"], dim=1))
     return torch.cat(outs)
