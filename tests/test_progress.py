@@ -156,3 +156,17 @@ def test_sentence_transformers_path_shows_only_fewshot_bars(capfd):
     encoder.encode_text([f"sentence {i}" for i in range(10)], show_progress_bar=True)
     err = capfd.readouterr().err
     assert "encoding texts" in err and "Batches" not in err
+
+
+def test_onnx_encoder_follows_the_policy(capfd):
+    """The ONNX runtime path has its own loop over runs: silent for short calls, a bar when forced."""
+    from fewshot.encoders import load_encoder
+    from tests.onnx_exports import exported
+
+    encoder = load_encoder(f"onnx:{exported('minilm')}", cache=False)
+    capfd.readouterr()
+    encoder.encode_text([f"sentence {i}" for i in range(10)])
+    assert capfd.readouterr().err == ""
+    encoder.encode_text([f"sentence {i}" for i in range(10)], show_progress_bar=True)
+    err = capfd.readouterr().err
+    assert "encode (onnx)" in err and "texts" in err

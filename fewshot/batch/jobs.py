@@ -134,12 +134,11 @@ def run_streaming(plan: Plan, task: Callable[[pa.Table], pa.Table], schema: pa.S
                   batch_size: int, rows_per_file: int, progress: bool | None, desc: str) -> None:
     """Read every file block by block, run ``task`` on each block and write the results in order. Memory: one
     block of input, one row group of output, the task's model."""
-    from tqdm.auto import tqdm
+    from fewshot._progress import progress as policy_bar
 
     parts = ParquetParts(staged.path, schema, rows_per_file=rows_per_file,
                          row_group_rows=max(batch_size, min(65536, rows_per_file)))
-    with tqdm(total=plan.rows, unit="rows", unit_scale=True, desc=desc, delay=2,
-              disable=progress is False) as bar:
+    with policy_bar(total=plan.rows, unit="rows", unit_scale=True, desc=desc, show=progress) as bar:
         for f, first in zip(plan.files, plan.offsets):
             for block in read_blocks(f, plan.columns, first_id=first, id_type=plan.id_type, block_rows=batch_size):
                 out = task(block)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     by_label: dict[str, list] = {}
     for x, y in zip(data.inputs, data.labels):
         by_label.setdefault(y, []).append(x)
-    vectors = engine.embed([x for xs in by_label.values() for x in xs], show_progress_bar=True)
+    vectors = engine.embed([x for xs in by_label.values() for x in xs])
     start = 0
     for label, xs in by_label.items():
         engine.add_class(label, vectors=vectors[start:start + len(xs)], description=descriptions.get(label))

@@ -24,6 +24,7 @@ from typing import Any, cast
 import numpy as np
 
 from fewshot._core import l2_normalise, sha256_file
+from fewshot._progress import progress
 from fewshot.encoders.base import Encoder, check_input_list, check_texts, load_image_rgb
 from fewshot.errors import CorruptIndexError, EncoderUnavailableError, InvalidInputError
 
@@ -299,9 +300,12 @@ class ONNXEncoder(Encoder):
         else:
             order = np.argsort([-len(row) for row in ids], kind="stable")
             widths = np.asarray([len(ids[i]) for i in order])
-        for start, stop in self._runs(widths, batch_size):
-            idx = order[start:stop]
-            out[idx] = session.run(None, self._pad([ids[i] for i in idx]))[0]
+        with progress(total=len(texts), desc="encode (onnx)", unit="texts", show=show_progress_bar,
+                      leave=False) as bar:
+            for start, stop in self._runs(widths, batch_size):
+                idx = order[start:stop]
+                out[idx] = session.run(None, self._pad([ids[i] for i in idx]))[0]
+                bar.update(stop - start)
         return l2_normalise(out)
 
     def _runs(self, widths: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
@@ -328,7 +332,8 @@ class ONNXEncoder(Encoder):
         session = self.sessions["image"]
         batch_size = min(batch_size, self.max_run_inputs or batch_size)
         out = []
-        for start in range(0, len(images), batch_size):
+        for start in progress(range(0, len(images), batch_size), desc="encode (onnx, batches)",
+                              show=show_progress_bar, leave=False):
             pixels = np.stack([preprocess_image(im, cast("Sequence[dict]", self._steps))
                                for im in images[start:start + batch_size]])
             out.append(session.run(None, {"pixel_values": pixels})[0])

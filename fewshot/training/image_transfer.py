@@ -27,7 +27,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, fields, replace
@@ -36,8 +35,11 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from fewshot._core import check_float, check_int, default_threads, torch_threads
+from fewshot._progress import LOGGER as _ROOT_LOGGER
 from fewshot.encoders.base import image_to_rgb
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
+
+LOGGER = _ROOT_LOGGER.getChild("transfer")
 
 TransferLoss = Literal["supervised", "episodic"]
 LOSSES: tuple[str, ...] = get_args(TransferLoss)
@@ -330,8 +332,7 @@ def transfer_encoder(encoder: Any = "effnet-lite0", source: Any = None, config: 
             log.append(record)
             if history is not None:
                 history.append(record)
-            if progress:
-                print(f"[fewshot transfer] {json.dumps(record)}", file=sys.stderr, flush=True)
+            LOGGER.info("transfer epoch %s", json.dumps(record))
             if hold_feats is None or score(record) >= best[0]:
                 best = (score(record), epoch, copy.deepcopy(trainable.state_dict()))
             if stopped_early:
