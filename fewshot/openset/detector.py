@@ -314,10 +314,10 @@ class OpenSetDetector:
                                                                           labels[index[inside]])
         else:
             parts_of = []
-            refit = [rest for _, rest in folds if RelativeMahalanobis.can_fit(labels[rest], support.n_classes)]
-            grams = iter(fold_grams(vectors, refit))
-            for block, rest in folds:
-                if RelativeMahalanobis.can_fit(labels[rest], support.n_classes):
+            refittable = [RelativeMahalanobis.can_fit(labels[rest], support.n_classes) for _, rest in folds]
+            grams = iter(fold_grams(vectors, [rest for (_, rest), ok in zip(folds, refittable) if ok]))
+            for (block, rest), ok in zip(folds, refittable):
+                if ok:
                     model = RelativeMahalanobis().fit(vectors[rest], labels[rest], support.n_classes,
                                                       gram=next(grams))
                     parts_of.append((model.background_distances(vectors[block]), model.class_distances(vectors[block])))
