@@ -45,6 +45,17 @@ class DataFormatError(FewShotError, ValueError):
     """A data file (CSV, JSONL, image folder) that is malformed."""
 
 
+class InputFileError(DataFormatError):
+    """One input file that is missing, unreadable or malformed; ``path`` names it (the message starts with it)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (Ray workers) with its path
+        return (type(self), (self.path, self.problem))
+
+
 class CorruptIndexError(FewShotError):
     """A saved engine or index that is missing files, fails its checksum or cannot be parsed."""
 

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fewshot.errors import DataFormatError, InvalidInputError
+from fewshot.errors import DataFormatError, InputFileError, InvalidInputError
 
 #: file name suffix → format
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -121,7 +121,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputFile]:
         seen.add(path)
         fmt = format_of(path)
         if fmt is None:
-            raise DataFormatError(f"{path}: unknown input format; use .csv, .jsonl or .parquet "
+            raise InputFileError(path, f"unknown input format; use .csv, .jsonl or .parquet "
                                   f"(optionally compressed {', '.join(COMPRESSIONS)} for CSV / JSONL)")
         _check_readable(path)
         files.append(InputFile(path, fmt, len(files)))
@@ -130,16 +130,16 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputFile]:
 
 def _check_readable(path: str) -> None:
     if not os.path.exists(path):
-        raise DataFormatError(f"{path}: no such file")
+        raise InputFileError(path, "no such file")
     if not os.path.isfile(path):
-        raise DataFormatError(f"{path}: not a regular file")
+        raise InputFileError(path, "not a regular file")
     try:
         with open(path, "rb") as f:
             f.read(1)
     except OSError as exc:
-        raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     if os.path.getsize(path) == 0:
-        raise DataFormatError(f"{path}: the file is empty (0 bytes); every input file needs rows")
+        raise InputFileError(path, "the file is empty (0 bytes); every input file needs rows")
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -159,16 +159,16 @@ def _normal_id_type(t: pa.DataType, where: str, column: str) -> pa.DataType:
         return pa.string()
     if pa.types.is_null(t):  # JSON: no value in the first block; the full scan finds the first missing one
         return pa.int64()
-    raise DataFormatError(f"{where}: id column {column!r} holds {t}; ids must be integers or strings")
+    raise InputFileError(where, f"id column {column!r} holds {t}; ids must be integers or strings")
 
 
 def _check_text_type(t: pa.DataType, where: str, column: str) -> None:
     if not (_is_string(t) or pa.types.is_null(t)):
-        raise DataFormatError(f"{where}: column {column!r} holds {t}; expected text (or image paths)")
+        raise InputFileError(where, f"column {column!r} holds {t}; expected text (or image paths)")
 
 
 def _missing(where: str, column: str, names: Sequence[str], what: str) -> DataFormatError:
-    return DataFormatError(f"{where}: no {what} column {column!r} (columns: {', '.join(map(str, names)) or 'none'}); "
+    return InputFileError(where, f"no {what} column {column!r} (columns: {', '.join(map(str, names)) or 'none'}); "
                            "name the right column")
 
 
@@ -179,11 +179,11 @@ def _text_stream(f: InputFile) -> io.TextIOWrapper:
 
 def _cannot_read(f: InputFile, exc: BaseException) -> DataFormatError:
     text = str(exc).strip().splitlines()
-    return DataFormatError(f"{f.path}: cannot be read as {f.format.upper()}: {text[0] if text else type(exc).__name__}")
+    return InputFileError(f.path, f"cannot be read as {f.format.upper()}: {text[0] if text else type(exc).__name__}")
 
 
 def _no_rows(f: InputFile) -> DataFormatError:
-    return DataFormatError(f"{f.path}: the file has no rows; every input file needs rows")
+    return InputFileError(f.path, "the file has no rows; every input file needs rows")
 
 
 def _json_rows(f: InputFile, stream: io.TextIOWrapper) -> Iterator[tuple[int, dict]]:
@@ -194,9 +194,9 @@ def _json_rows(f: InputFile, stream: io.TextIOWrapper) -> Iterator[tuple[int, di
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            raise DataFormatError(f"{f.path}: line {line_no} is not valid JSON ({exc})") from None
+            raise InputFileError(f.path, f"line {line_no} is not valid JSON ({exc})") from None
         if not isinstance(obj, dict):
-            raise DataFormatError(f"{f.path}: line {line_no} holds a JSON {type(obj).__name__}; every line must be "
+            raise InputFileError(f.path, f"line {line_no} holds a JSON {type(obj).__name__}; every line must be "
                                   "an object")
         yield line_no, obj
 
@@ -254,7 +254,7 @@ def _csv_batches(f: InputFile, names: list[str], batch_rows: int) -> Iterator[pa
                 continue
             row += 1
             if len(values) != len(header):
-                raise DataFormatError(f"{f.path}: row {row} has {len(values)} fields, the header {len(header)}")
+                raise InputFileError(f.path, f"row {row} has {len(values)} fields, the header {len(header)}")
             for col, i in zip(cols, where):
                 col.append(values[i] or None)
             if len(cols[0]) >= batch_rows:
@@ -277,7 +277,7 @@ def _jsonl_batches(f: InputFile, names: list[str], types: list[pa.DataType],
                 ok = value is None or (isinstance(value, str) if t == pa.string()
                                        else isinstance(value, int) and not isinstance(value, bool))
                 if not ok:
-                    raise DataFormatError(f"{f.path}: row {row} (line {line_no}): {name!r} holds "
+                    raise InputFileError(f.path, f"row {row} (line {line_no}): {name!r} holds "
                                           f"{type(value).__name__} {value!r}; expected "
                                           f"{'text' if t == pa.string() else 'an integer, as in the first row'}")
                 col.append(value)
@@ -326,13 +326,13 @@ def _checked(batch: pa.RecordBatch, f: InputFile, columns: Columns, id_type: pa.
     """(texts as string, ids as id_type or None) of a batch; typed errors for missing values."""
     texts = _as_type(batch.column(0), pa.string())
     if not columns.allow_null and (i := _first_null(texts)) is not None:
-        raise DataFormatError(f"{f.path}: row {start + i + 1} has no {columns.text!r} value (null, a missing key or "
+        raise InputFileError(f.path, f"row {start + i + 1} has no {columns.text!r} value (null, a missing key or "
                               "an empty CSV field); fill it in or drop the row")
     ids = None
     if columns.id:
         ids = _as_type(batch.column(1), id_type or pa.string())
         if (i := _first_null(ids)) is not None:
-            raise DataFormatError(f"{f.path}: row {start + i + 1} has no {columns.id!r} value; every row needs an id")
+            raise InputFileError(f.path, f"row {start + i + 1} has no {columns.id!r} value; every row needs an id")
     return texts, ids
 
 
@@ -348,7 +348,7 @@ def inspect_file(f: InputFile, columns: Columns) -> FileInfo:
         _checked(batch, f, columns, id_type, rows)
         rows += batch.num_rows
     if rows == 0:
-        raise DataFormatError(f"{f.path}: the file has a header but no rows; every input file needs rows")
+        raise InputFileError(f.path, "the file has a header but no rows; every input file needs rows")
     return FileInfo(rows, id_type)
 
 

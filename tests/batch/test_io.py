@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +22,7 @@ from fewshot.batch.io import (
     read_success,
 )
 from fewshot.batch.jobs import plan_inputs
-from fewshot.errors import DataFormatError, InvalidInputError
+from fewshot.errors import DataFormatError, InputFileError, InvalidInputError
 from tests.batch.conftest import write_corpus
 
 
@@ -74,9 +75,12 @@ def test_an_unreadable_file_is_named(tmp_path):
 def test_inspect_file_rejects_bad_content_naming_file_and_row(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     f = expand_inputs([str(tmp_path / name)])[0]
-    with pytest.raises(DataFormatError, match=message) as err:
+    with pytest.raises(InputFileError, match=message) as err:
         inspect_file(f, Columns("text"))
     assert str(tmp_path / name) in str(err.value)
+    assert err.value.path == str(tmp_path / name) and isinstance(err.value, DataFormatError)
+    copy = pickle.loads(pickle.dumps(err.value))   # as it crosses from a Ray worker
+    assert type(copy) is InputFileError and copy.path == err.value.path and str(copy) == str(err.value)
 
 
 def test_inspect_counts_rows_types_and_null_parquet(tmp_path):
