@@ -345,8 +345,8 @@ def embedded_by_current_encoder(engine: Any, embed: Callable[[Encoder], Any]) ->
 
 class EngineRepr:
     """``repr(engine)``: what it classifies with and how much it holds, e.g.
-    ``FewShotEngine(encoder='minilm', dim=384, classes=3, examples=12, classifier='prototype')``.
-    Mixed into the facade; reads counters only (no lock, no fitting)."""
+    ``FewShotEngine(encoder='minilm', dim=384, classes=3, examples=12, classifier='prototype')`` (reads counters
+    only: no lock, no fitting); and ``engine.score_meaning``. Mixed into the facade."""
 
     def __repr__(self) -> str:
         engine: Any = self
@@ -356,3 +356,22 @@ class EngineRepr:
         if engine.adapt_spec is not None:
             parts.append(f"adapted={engine.adapt_spec[1]!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    @property
+    def score_meaning(self) -> str:
+        """What ``Prediction.score`` is in the engine's current state: ``'calibrated'`` (P(top label right | score),
+        fitted on the support by leave-one-out) or ``'softmax: <why not>'``. Fits what a change left stale, as the
+        next prediction would (the open-set fit, when scores are calibrated)."""
+        engine: Any = self
+        with serving(engine, openset=None):
+            classifier = engine.classifier
+            if not engine.calibrate:
+                return "softmax: calibrate=False"
+            if classifier.state():
+                return (f"softmax: the learned classifier {classifier.name!r} is fitted on every support example, "
+                        "so there are no held-out scores to calibrate on")
+            if len(engine.index) > MAX_CALIBRATED_EXAMPLES:
+                return f"softmax: more than {MAX_CALIBRATED_EXAMPLES:,} examples (calibration skipped)"
+            if engine.openset is None or engine.openset.platt_ is None:
+                return "softmax: too few leave-one-out scores to calibrate on (classes with 2+ examples needed)"
+            return "calibrated"

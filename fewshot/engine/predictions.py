@@ -18,7 +18,8 @@ class Prediction:
     The confidence of a label is P(that label is right | its score), calibrated on the support set by
     leave-one-out (``fewshot.openset``): it is comparable across inputs and ranks in-scope above out-of-scope
     inputs. Where it cannot be calibrated (tiny support sets, learned classifiers) it is the softmax
-    probability. ``FewShotEngine.predict_proba`` always gives softmax probabilities that sum to 1."""
+    probability; ``FewShotEngine.score_meaning`` says which, and why. ``FewShotEngine.predict_proba`` always gives
+    softmax probabilities that sum to 1."""
 
     label: str | None
     score: float

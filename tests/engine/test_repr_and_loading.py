@@ -82,3 +82,25 @@ def test_background_sentences_go_through_the_disk_cache_only_for_file_backed_enc
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     np.testing.assert_array_equal(lifecycle._generic_vectors(engine.encoder), vectors)
     assert first.shape[0] == vectors.shape[0]
+
+
+def test_score_meaning_says_whether_prediction_scores_are_calibrated(fake_text_encoder, monkeypatch):
+    engine = FewShotEngine(encoder=fake_text_encoder)
+    for c in range(3):
+        engine.add_class(f"class {c}", examples=[f"text {c} number {i}" for i in range(6)])
+    assert engine.score_meaning == "calibrated"
+    scores = [p.score for p in engine.predict(["text 1 number 9", "something else"])]
+    engine.refine("linear")
+    assert engine.score_meaning.startswith("softmax: the learned classifier 'linear'")
+    engine.set_classifier("prototype")
+    assert engine.score_meaning == "calibrated"       # back, and the scores with it
+    assert [p.score for p in engine.predict(["text 1 number 9", "something else"])] == pytest.approx(scores)
+    monkeypatch.setattr(lifecycle, "MAX_CALIBRATED_EXAMPLES", 10)
+    assert engine.score_meaning.startswith("softmax: more than 10 examples")
+    monkeypatch.undo()
+    engine.calibrate = False
+    assert engine.score_meaning == "softmax: calibrate=False"
+    tiny = FewShotEngine(encoder=fake_text_encoder)
+    tiny.add_class("a", examples=["one"])
+    tiny.add_class("b", examples=["two"])
+    assert tiny.score_meaning.startswith("softmax: too few leave-one-out scores")
