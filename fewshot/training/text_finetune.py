@@ -349,7 +349,7 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                 return float((torch.argmax(v @ torch.nn.functional.normalize(w, dim=1).T, 1).cpu().numpy()
                               == y[val_idx]).mean())
 
-        best = (-1.0, 0, None)
+        best: tuple[float, int, list | None] = (-1.0, 0, None)
         bad = 0
         if val_idx is not None:  # epoch 0: the frozen encoder; fine-tuning must beat it to be kept
             acc0 = validate()
