@@ -2,13 +2,14 @@
 
 For each data set (Banking77, CLINC150 in-scope, StackOverflow-20), K shots per class and support draw r, the
 supports are exactly those of ``benchmarks/carryover.py`` (``sample_shots(train codes, all classes, K, 5,
-seed=0)[r]``). An engine is built the way an application would: ``FewShotEngine("minilm")``, one
+seed=0)[r]``). An engine is built the way an application would: ``FewShotEngine("minilm")`` (``--encoder``), one
 ``add_class(name, examples=..., description=<humanised label>)`` per class; then ``refine("auto")`` (timed: the
 whole fit, including any encoder fine-tune and re-embedding of the support) and the whole TEST split is classified
-through the engine (re-embedded by the engine's possibly tuned encoder). On the same draw and the same frozen MiniLM
+through the engine (re-embedded by the engine's possibly tuned encoder). On the same draw and the same frozen
 embeddings: scikit-learn ``LogisticRegression(C=10, max_iter=2000)`` (``logreg``) and nearest prototype.
 
     .venv/bin/python benchmarks/refine_auto.py [--datasets ...] [--shots 1 5 10] [--draws 5] [--method auto]
+        [--encoder mpnet] [--option cache_frozen_bottom=true ...]
 
 writes benchmarks/results/refine_auto[_TAG].json and .md. Run with nothing else busy on the machine: the
 ``seconds`` column is the fit time on its 2 cores.
@@ -36,9 +37,10 @@ from carryover import DATASETS  # noqa: E402 - the same data sets and splits
 BASELINES = ("logreg", "prototype")
 
 
-def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lambda rows: None) -> list[dict]:
+def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lambda rows: None,
+                encoder: str = "minilm", options: dict | None = None) -> list[dict]:
     train, test = DATASETS[name]
-    data = prepare(str(train), str(test), "minilm")
+    data = prepare(str(train), str(test), encoder)
     assert data.train_inputs is not None and data.test_inputs is not None and data.train_x is not None
     C = len(data.classes)
     rows = []
@@ -51,13 +53,13 @@ def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lam
                 support = ArraySupport(data.train_x[idx], data.train_y[idx], C)
                 scores = make_classifier(b).fit(support).scores(data.test_x)
                 row[b] = float((scores.argmax(1) == data.test_y).mean())
-            eng = FewShotEngine(encoder="minilm")
+            eng = FewShotEngine(encoder=encoder)
             for c, label in enumerate(data.classes):
                 rows_c = draw_rows[r, c]
                 eng.add_class(label, examples=[data.train_inputs[i] for i in rows_c],
                               description=humanise_label(label))
             t0 = time.perf_counter()
-            row["chosen"] = eng.refine(method)
+            row["chosen"] = eng.refine(method, **(options or {}))
             row["seconds"] = time.perf_counter() - t0
             assert eng.classes == data.classes
             # the frozen encoder's TEST embeddings are already there; a tuned encoder re-embeds TEST
@@ -75,9 +77,11 @@ def markdown(payload: dict) -> str:
     status = "" if payload.get("complete", True) else " (INTERRUPTED: the cells list how many draws ran)"
     lines = [f"# `refine(\"{payload['method']}\")` through the engine vs the plain baselines{status}", "",
              f"Up to {payload['draws']} support draws per cell (the draws of `benchmarks/carryover.py`), all classes, "
-             "all of TEST, MiniLM. Δ = paired difference to scikit-learn `LogisticRegression(C=10, max_iter=2000)` "
-             "on the frozen embeddings of the same draw; seconds = mean wall time of `refine` (fit, incl. any "
-             "encoder fine-tune) on this 2-core machine. Written by `benchmarks/refine_auto.py`.", "",
+             f"all of TEST, encoder `{payload.get('encoder', 'minilm')}`"
+             + (f", refine options `{payload['options']}`" if payload.get("options") else "")
+             + ". Δ = paired difference to scikit-learn `LogisticRegression(C=10, max_iter=2000)` on the frozen "
+             "embeddings of the same draw; seconds = mean wall time of `refine` (fit, incl. any encoder fine-tune) "
+             "on this 2-core machine. Written by `benchmarks/refine_auto.py`.", "",
              f"Load average at the last write: {payload.get('loadavg')} (the machine was shared: seconds are "
              "upper bounds).", "",
              "| data set | K | draws | chosen | refine | logreg | prototype | Δ vs logreg (± 95% CI) | seconds |",
@@ -101,9 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--method", default="auto")
+    ap.add_argument("--encoder", default="minilm", help="registry name (the baselines use its frozen embeddings)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to refine (JSON values: cache_frozen_bottom=true, default_epochs=4)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from the fine-tunes in a long log
     t0 = time.perf_counter()
@@ -117,14 +133,16 @@ def main(argv: list[str] | None = None) -> int:
             load = [round(x, 2) for x in os.getloadavg()]
         except OSError:
             load = None
-        payload = {"method": args.method, "encoder": "minilm", "draws": args.draws, "complete": complete,
+        payload = {"method": args.method, "encoder": args.encoder, "options": options, "draws": args.draws,
+                   "complete": complete,
                    "rows": done + rows, "wall_seconds": round(time.perf_counter() - t0, 1), "loadavg": load}
         stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
         stem.with_suffix(".md").write_text(markdown(payload), encoding="utf-8")
         return payload
 
     for d in args.datasets:
-        done += run_dataset(d, args.shots, args.draws, args.method, on_row=write)
+        done += run_dataset(d, args.shots, args.draws, args.method, on_row=write, encoder=args.encoder,
+                            options=options)
     print(markdown(write([], complete=True)))
     return 0
 

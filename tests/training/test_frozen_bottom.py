@@ -4,6 +4,8 @@ import copy
 import numpy as np
 import pytest
 
+from fewshot.encoders.catalog import model_path
+from fewshot.errors import EncoderUnavailableError
 from fewshot.training import frozen_bottom
 from fewshot.training.frozen_bottom import BottomCache, top_layers_only
 from fewshot.training.text_finetune import _tokenize, finetune_encoder
@@ -11,6 +13,14 @@ from fewshot.training.text_finetune import _tokenize, finetune_encoder
 TEXTS = ["I lost my card", "my card is gone", "where is my card", "card missing since yesterday",
          "what is my balance", "how much money do I have in all of my accounts together", "balance please"]
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1])
+
+
+def installed(name: str) -> bool:
+    try:
+        model_path(name)
+    except EncoderUnavailableError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +92,15 @@ def test_no_refit_keeps_the_best_epoch_weights_with_the_cache(minilm):
                            val_fraction=0.3, refit=False, seed=0, show_progress_bar=False)
     assert list(res.encoder.model.state_dict()) == list(minilm.model.state_dict())
     assert res.encoder.encode(TEXTS).shape == (len(TEXTS), 384)
+
+
+@pytest.mark.skipif(not installed("mpnet"), reason="run `fewshot models install mpnet` (CI does)")
+def test_mpnet_top_only_forward_equals_the_full_forward():
+    """MPNet computes a relative position bias in its encoder: cutting the layer list keeps it."""
+    from fewshot.encoders import load_encoder
+
+    model = copy.deepcopy(load_encoder("mpnet").model).to("cpu").eval()
+    full = _embed(model, TEXTS)
+    cache = BottomCache.build(model, TEXTS, 2, _tokenize)
+    with top_layers_only(model, cache) as set_batch:
+        np.testing.assert_allclose(_embed(model, TEXTS[2:], set_batch), full[2:], atol=2e-5)
