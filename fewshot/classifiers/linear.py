@@ -18,10 +18,12 @@ classes) fits with cross-validation in about a second on 2 CPU cores.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from fewshot._core import l2_normalise, torch_threads
+from fewshot._progress import progress
 from fewshot.classifiers.base import Classifier, Support
 from fewshot.errors import InvalidInputError, NotFittedError
 
@@ -154,25 +156,34 @@ class LinearProbeClassifier(Classifier):
             raise NotFittedError("linear probe needs examples or class names/descriptions; the support has neither")
         self.cv_accuracy_: dict[float, float] = {}
         lam = self.lam
-        if lam is None:
-            lam = self._cross_validate(x, y, C, text, has_text)
-        self.lam_ = float(lam)
-        w0 = self._prior(x, y, C, text, has_text)
-        xt, yt, wt = self._training_set(x, y, text, has_text)
-        if len(yt) == 0:
-            self.W_, self.b_ = w0, np.zeros(C, np.float32)
-        else:
-            self.W_, self.b_ = fit_logreg(xt, yt, w0, self.lam_, self.scale, wt, max_iter=self.max_iter)
+        n_folds = self._n_folds(y) if lam is None else 0
+        # a bar under the package policy (shown once the fits have run 2 s): folds x lambdas + the final fit
+        with progress(total=n_folds * len(self.lambdas) + 1, desc="linear probe (fits)", leave=False) as bar:
+            if lam is None:
+                lam = self._cross_validate(x, y, C, text, has_text, bar)
+            self.lam_ = float(lam)
+            w0 = self._prior(x, y, C, text, has_text)
+            xt, yt, wt = self._training_set(x, y, text, has_text)
+            if len(yt) == 0:
+                self.W_, self.b_ = w0, np.zeros(C, np.float32)
+            else:
+                self.W_, self.b_ = fit_logreg(xt, yt, w0, self.lam_, self.scale, wt, max_iter=self.max_iter)
+            bar.update(1)
 
-    def _cross_validate(self, x, y, C, text, has_text) -> float:
-        if len(y) < 2:
+    def _n_folds(self, y: np.ndarray) -> int:
+        """Folds of the cross-validation (0: too few examples, the strongest regularisation is used)."""
+        return 0 if len(y) < 2 else int(min(self.folds, max(2, np.bincount(y).max())))
+
+    def _cross_validate(self, x, y, C, text, has_text, bar: Any) -> float:
+        n_folds = self._n_folds(y)
+        if not n_folds:
             return max(self.lambdas)
-        n_folds = int(min(self.folds, max(2, np.bincount(y).max())))
         folds = stratified_folds(y, n_folds, self.seed)
         correct = np.zeros(len(self.lambdas))
         for f in range(n_folds):
             tr, te = folds != f, folds == f
             if not te.any():
+                bar.update(len(self.lambdas))
                 continue
             w0 = self._prior(x[tr], y[tr], C, text, has_text)
             xt, yt, wt = self._training_set(x[tr], y[tr], text, has_text)
@@ -187,6 +198,7 @@ class LinearProbeClassifier(Classifier):
                     W, b = w0, np.zeros(C, np.float32)
                 pred = np.argmax(x[te] @ W.T * self.scale + b, axis=1)
                 correct[i] += float(np.sum(pred == y[te]))
+                bar.update(1)
         self.cv_accuracy_ = {lam: c / len(y) for lam, c in zip(self.lambdas, correct)}
         best = max(range(len(self.lambdas)), key=lambda i: (correct[i], self.lambdas[i]))
         return self.lambdas[best]
