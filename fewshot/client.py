@@ -16,6 +16,7 @@ errors only a service has are defined here (the server imports them from this mo
 """
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from typing import Any
 from fewshot import errors
 from fewshot.errors import (  # the service's errors live in fewshot.errors; re-exported here for client users
     AuthenticationError,
+    ConnectionLostError,
     EngineExistsError,
     FewShotError,
     InvalidInputError,
@@ -37,8 +39,8 @@ from fewshot.errors import (  # the service's errors live in fewshot.errors; re-
     UnknownJobError,
 )
 
-__all__ = ["AuthenticationError", "Client", "EngineExistsError", "Prediction", "RemoteEngine",
-           "RequestTooLargeError", "ServiceError", "UnknownEngineError", "UnknownJobError"]
+__all__ = ["AuthenticationError", "Client", "ConnectionLostError", "EngineExistsError", "Prediction",
+           "RemoteEngine", "RequestTooLargeError", "ServiceError", "UnknownEngineError", "UnknownJobError"]
 
 
 #: error classes the client can raise, by the ``type`` name the service writes
@@ -94,6 +96,15 @@ class Client:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise error_from_answer(exc.code, exc.read()) from None
+        except http.client.IncompleteRead as exc:   # headers came, the body was cut off
+            raise ConnectionLostError(
+                f"{method} {path}: the service closed the connection after {len(exc.partial)} of "
+                f"{len(exc.partial) + (exc.expected or 0)} bytes of its answer; the request may or may not have "
+                "taken effect") from None
+        except http.client.HTTPException as exc:   # e.g. RemoteDisconnected: closed before the status line
+            raise ConnectionLostError(f"{method} {path}: the service's answer was cut off or unreadable "
+                                      f"({type(exc).__name__}: {exc}); the request may or may not have taken "
+                                      "effect") from None
         if not expect_json:
             return raw.decode("utf-8")
         return json.loads(raw.decode("utf-8")) if raw else None

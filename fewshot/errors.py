@@ -109,6 +109,11 @@ class RequestTooLargeError(InvalidInputError):
     """A request over one of the service's limits: body bytes, inputs per request, characters per text (413)."""
 
 
+class ConnectionLostError(FewShotError, ConnectionError):
+    """The service closed the connection before its answer was complete (it stopped or was killed mid-answer).
+    A mutation sent this way may or may not have taken effect: read the state back before retrying it."""
+
+
 
 class UncalibratedRejectionWarning(UserWarning):
     """``reject=True`` asked for open-set rejection that cannot be calibrated (too few examples to hold out, and

@@ -2,6 +2,7 @@
 a refine job while classify keeps answering."""
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import pytest
 from fewshot.client import (
     AuthenticationError,
     Client,
+    ConnectionLostError,
     EngineExistsError,
     RequestTooLargeError,
     UnknownEngineError,
@@ -76,6 +78,35 @@ def test_the_client_imports_without_fastapi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "http://127.0.0.1:1"
+
+
+def test_an_answer_cut_off_mid_body_raises_connection_lost():
+    """A server killed after its headers went out (kill -9 mid-answer) is a typed ConnectionLostError, which is a
+    ConnectionError, not http.client's IncompleteRead."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_half_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:   # read the whole request, so closing sends FIN, not RST
+                request += conn.recv(65536)
+            head, body = request.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 522\r\n\r\n{\"na")
+            conn.shutdown(socket.SHUT_WR)
+        listener.close()
+
+    server = threading.Thread(target=answer_half_once, daemon=True)
+    server.start()
+    with pytest.raises(ConnectionLostError, match="after 4 of 522 bytes") as caught:
+        Client(f"http://127.0.0.1:{port}", timeout=10).add_examples("e", "c", ["x"])
+    assert isinstance(caught.value, ConnectionError)
+    server.join(timeout=10)
 
 
 def _scores(preds) -> list:
