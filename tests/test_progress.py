@@ -186,3 +186,15 @@ def test_linear_probe_fit_has_a_policy_bar(capfd, monkeypatch):
     monkeypatch.setenv("FEWSHOT_PROGRESS", "1")
     make_classifier("linear").fit(support)
     assert "linear probe (fits)" in capfd.readouterr().err
+
+
+def test_onnx_export_counts_its_stages_under_the_policy(capfd, tmp_path):
+    """An export (a portable save: ~10 s for MiniLM, benchmarks/progress_bars.py) is a bar over its stages: model
+    ready, graph traced, graph checked / quantised, manifest; silent when forced off."""
+    from fewshot.export.onnx_export import export_encoder
+
+    export_encoder("minilm", tmp_path / "off", show_progress_bar=False)
+    assert "export to ONNX" not in capfd.readouterr().err
+    export_encoder("minilm", tmp_path / "on", quantize="int8", show_progress_bar=True)
+    err = capfd.readouterr().err
+    assert "export to ONNX (stages)" in err and "/4 [" in err and "text graph checked, int8" in err, err[-2000:]

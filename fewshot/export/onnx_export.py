@@ -26,10 +26,12 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from fewshot._core import __version__, sha256_file
+from fewshot._progress import progress
 from fewshot.encoders.onnx import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from fewshot.errors import EncoderUnavailableError, InvalidInputError
 from fewshot.export.int8 import SCHEME, quantize_rowwise
@@ -37,19 +39,23 @@ from fewshot.export.int8 import SCHEME, quantize_rowwise
 Quantize = Literal["int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = get_args(Quantize)
 DEFAULT_OPSET = 17
+#: a stage of the export is done (its name shown on the bar): model ready, a graph traced, a graph checked /
+#: quantised; each exporter calls it once per stage it has (``_STAGES`` counts them, + 1 for the manifest)
+Tick = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # public entry point
 
 def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | None = None,
-                   opset: int = DEFAULT_OPSET) -> Path:
+                   opset: int = DEFAULT_OPSET, show_progress_bar: bool | None = None) -> Path:
     """Export ``encoder`` (an Encoder or a registry name such as 'minilm', 'effnet-lite0', 'clip:ViT-B-32/...',
     'timm:...', 'st:...') to ONNX in ``out_dir`` and return ``out_dir`` as a Path.
 
     The folder is written next to ``out_dir`` first and moved into place at the end, so a crash never leaves a
     half-written export under that name. An existing ``out_dir`` is replaced only when it is empty or is itself
-    a fewshot ONNX export. Loads with ``fewshot.load_encoder(f"onnx:{out_dir}")``.
+    a fewshot ONNX export. Loads with ``fewshot.load_encoder(f"onnx:{out_dir}")``. A bar over the export's
+    stages follows ``fewshot._progress`` (shown once the export has run 2 s; ``show_progress_bar`` forces it).
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise InvalidInputError(f"quantize must be None or one of {QUANTIZE_CHOICES}, got {quantize!r}")
@@ -61,8 +67,15 @@ def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | Non
                                 "empty folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    bar = progress(total=_stage_count(encoder), desc="export to ONNX (stages)", show=show_progress_bar,
+                   leave=False)
+
+    def tick(stage: str) -> None:
+        bar.set_postfix_str(stage, refresh=False)
+        bar.update(1)
+
     try:
-        manifest = _export_into(encoder, tmp, quantize, opset)
+        manifest = _export_into(encoder, tmp, quantize, opset, tick)
         manifest.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "quantize": quantize,
                          "quantize_scheme": SCHEME if quantize == "int8" else None,
                          "source_encoder": encoder.name, "dim": int(encoder.dim),
@@ -76,7 +89,9 @@ def export_encoder(encoder: Any, out_dir: str | os.PathLike, quantize: str | Non
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        tick("manifest written")
     finally:
+        bar.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -97,17 +112,25 @@ def _resolve_encoder(encoder: Any):
     return encoder
 
 
-def _export_into(encoder: Any, out: Path, quantize: str | None, opset: int) -> dict:
+def _stage_count(encoder: Any) -> int:
+    """Stages of exporting ``encoder``: the model made ready, then a trace and a check per graph (CLIP has two),
+    then the manifest."""
+    from fewshot.encoders.clip import OpenClipEncoder
+
+    return 1 + 2 * (2 if isinstance(encoder, OpenClipEncoder) else 1) + 1
+
+
+def _export_into(encoder: Any, out: Path, quantize: str | None, opset: int, tick: Tick) -> dict:
     from fewshot.encoders.clip import OpenClipEncoder
     from fewshot.encoders.sentence import SentenceTransformerEncoder
     from fewshot.encoders.timm_image import TimmImageEncoder
 
     if isinstance(encoder, SentenceTransformerEncoder):
-        return _export_sentence(encoder, out, quantize, opset)
+        return _export_sentence(encoder, out, quantize, opset, tick)
     if isinstance(encoder, OpenClipEncoder):
-        return _export_clip(encoder, out, quantize, opset)
+        return _export_clip(encoder, out, quantize, opset, tick)
     if isinstance(encoder, TimmImageEncoder):
-        return _export_timm(encoder, out, quantize, opset)
+        return _export_timm(encoder, out, quantize, opset, tick)
     raise EncoderUnavailableError(f"cannot export encoder {encoder.name!r} ({type(encoder).__name__}) to ONNX; "
                                   "exportable: sentence-transformers ('minilm', 'st:...'), open_clip ('clip:...') "
                                   "and timm ('effnet-lite0', 'timm:...') encoders")
@@ -191,11 +214,12 @@ def _eager_attention(st: Any):
             module.set_attn_implementation(previous)
 
 
-def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int) -> dict:
+def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int, tick: Tick) -> dict:
     import torch
     from tokenizers import Tokenizer
 
     st = _cpu_copy(encoder.model)
+    tick("model ready")
     hf_tok = getattr(st, "tokenizer", None)
     backend = getattr(hf_tok, "backend_tokenizer", None)
     if backend is None:
@@ -223,7 +247,9 @@ def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int) 
     with _eager_attention(st):
         _torch_export(SentenceGraph(st).eval(), args, out / "text.onnx", ["input_ids", "attention_mask"], axes,
                       opset)
+    tick("text graph traced")
     _finish_graph(out / "text.onnx", quantize)
+    tick("text graph checked" + (", int8" if quantize else ""))
 
     tok = Tokenizer.from_str(backend.to_str())
     tok.no_truncation()
@@ -288,7 +314,7 @@ def _input_size(steps: list[dict]) -> list[int]:
 
 
 def _export_image_graph(model: Any, method: str, out: Path, name: str, hw: list[int], quantize: str | None,
-                        opset: int) -> None:
+                        opset: int, tick: Tick) -> None:
     import torch
 
     class ImageGraph(torch.nn.Module):
@@ -303,14 +329,17 @@ def _export_image_graph(model: Any, method: str, out: Path, name: str, hw: list[
     args = (torch.zeros(2, 3, int(hw[0]), int(hw[1])),)
     axes = {"pixel_values": {0: "batch"}, "embedding": {0: "batch"}}
     _torch_export(graph, args, out / name, ["pixel_values"], axes, opset)
+    tick("image graph traced")
     _finish_graph(out / name, quantize)
+    tick("image graph checked" + (", int8" if quantize else ""))
 
 
-def _export_timm(encoder: Any, out: Path, quantize: str | None, opset: int) -> dict:
+def _export_timm(encoder: Any, out: Path, quantize: str | None, opset: int, tick: Tick) -> dict:
     steps = transform_steps(encoder.transform)
     hw = _input_size(steps)
     model = _cpu_copy(encoder.model)
-    _export_image_graph(model, "forward", out, "image.onnx", hw, quantize, opset)
+    tick("model ready")
+    _export_image_graph(model, "forward", out, "image.onnx", hw, quantize, opset, tick)
     return {"kind": "image", "preprocessing": {"steps": steps, "config": _jsonable(encoder.preprocess_config)},
             "models": {"image": {"file": "image.onnx", "inputs": ["pixel_values"]}}}
 
@@ -337,7 +366,7 @@ def clip_bpe_tokenizer(simple_tokenizer: Any):
     return tok
 
 
-def _export_clip(encoder: Any, out: Path, quantize: str | None, opset: int) -> dict:
+def _export_clip(encoder: Any, out: Path, quantize: str | None, opset: int, tick: Tick) -> dict:
     import torch
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -350,9 +379,10 @@ def _export_clip(encoder: Any, out: Path, quantize: str | None, opset: int) -> d
     if clean and "lower" not in clean and "canonicalize" not in clean and "whitespace" not in clean:
         raise EncoderUnavailableError(f"unsupported open_clip text cleaning {clean!r} for ONNX export")
     model = _cpu_copy(encoder.model)
+    tick("model ready")
     steps = transform_steps(encoder.preprocess)
     hw = _input_size(steps)
-    _export_image_graph(model, "encode_image", out, "image.onnx", hw, quantize, opset)
+    _export_image_graph(model, "encode_image", out, "image.onnx", hw, quantize, opset, tick)
 
     context = int(simple.context_length)
 
@@ -367,7 +397,9 @@ def _export_clip(encoder: Any, out: Path, quantize: str | None, opset: int) -> d
     ids = simple(["a photo of a cat", "fewshot"]).long()
     _torch_export(TextGraph(model).eval(), (ids,), out / "text.onnx", ["input_ids"],
                   {"input_ids": {0: "batch"}, "embedding": {0: "batch"}}, opset)
+    tick("text graph traced")
     _finish_graph(out / "text.onnx", quantize)
+    tick("text graph checked" + (", int8" if quantize else ""))
     clip_bpe_tokenizer(simple).save(str(out / "tokenizer.json"))
     return {"kind": "clip", "max_seq_length": context,
             "preprocessing": {"steps": steps},
