@@ -16,6 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FEWSHOT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def model_installed(name: str) -> bool:
+    """Whether the catalog model ``name`` is installed and verified (``fewshot models install NAME``; CI does)."""
+    from fewshot.encoders.catalog import model_path
+    from fewshot.errors import EncoderUnavailableError
+
+    try:
+        model_path(name)
+    except EncoderUnavailableError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -8,14 +8,7 @@ from PIL import Image
 from fewshot.encoders import load_encoder
 from fewshot.encoders.catalog import model_path
 from fewshot.errors import EncoderUnavailableError
-
-
-def installed(name: str) -> bool:
-    try:
-        model_path(name)
-    except EncoderUnavailableError:
-        return False
-    return True
+from tests.conftest import model_installed
 
 
 @pytest.mark.parametrize("name", ["mpnet", "effnet-lite1", "effnet-lite2"])
@@ -26,7 +19,7 @@ def test_a_missing_model_names_the_install_command(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not installed("mpnet"), reason="run `fewshot models install mpnet` (CI does)")
+@pytest.mark.skipif(not model_installed("mpnet"), reason="run `fewshot models install mpnet` (CI does)")
 def test_mpnet_embeds_768_d_unit_vectors_that_rank_paraphrases_first():
     enc = load_encoder("mpnet")
     v = enc.encode_text(["I lost my card", "my card is gone", "what is the euro exchange rate"])
@@ -37,7 +30,7 @@ def test_mpnet_embeds_768_d_unit_vectors_that_rank_paraphrases_first():
 @pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("effnet-lite1", 240), ("effnet-lite2", 260)])
 def test_effnet_lite_variants_load_by_name_and_by_checkpoint_path(name, size):
-    if not installed(name):
+    if not model_installed(name):
         pytest.skip(f"run `fewshot models install {name}` (CI does)")
     from fewshot.encoders.catalog import get_spec
 

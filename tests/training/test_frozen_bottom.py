@@ -4,23 +4,14 @@ import copy
 import numpy as np
 import pytest
 
-from fewshot.encoders.catalog import model_path
-from fewshot.errors import EncoderUnavailableError
 from fewshot.training import frozen_bottom
 from fewshot.training.frozen_bottom import BottomCache, top_layers_only
 from fewshot.training.text_finetune import _tokenize, finetune_encoder
+from tests.conftest import model_installed
 
 TEXTS = ["I lost my card", "my card is gone", "where is my card", "card missing since yesterday",
          "what is my balance", "how much money do I have in all of my accounts together", "balance please"]
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1])
-
-
-def installed(name: str) -> bool:
-    try:
-        model_path(name)
-    except EncoderUnavailableError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +85,7 @@ def test_no_refit_keeps_the_best_epoch_weights_with_the_cache(minilm):
     assert res.encoder.encode(TEXTS).shape == (len(TEXTS), 384)
 
 
-@pytest.mark.skipif(not installed("mpnet"), reason="run `fewshot models install mpnet` (CI does)")
+@pytest.mark.skipif(not model_installed("mpnet"), reason="run `fewshot models install mpnet` (CI does)")
 def test_mpnet_top_only_forward_equals_the_full_forward():
     """MPNet computes a relative position bias in its encoder: cutting the layer list keeps it."""
     from fewshot.encoders import load_encoder
