@@ -39,8 +39,9 @@ from fewshot.export.int8 import SCHEME, quantize_rowwise
 Quantize = Literal["int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = get_args(Quantize)
 DEFAULT_OPSET = 17
-#: a stage of the export is done (its name shown on the bar): model ready, a graph traced, a graph checked /
-#: quantised; each exporter calls it once per stage it has (``_STAGES`` counts them, + 1 for the manifest)
+#: a stage of the export is done (its name shown on the bar): model ready (each exporter), a graph traced
+#: (``_torch_export``), a graph checked / quantised (``_finish_graph``); ``_stage_count`` counts them, + 1 for the
+#: manifest
 Tick = Callable[[str], None]
 
 
@@ -150,8 +151,9 @@ def _cpu_copy(module: Any) -> Any:
 
 
 def _torch_export(module: Any, args: tuple, path: Path, input_names: list[str], dynamic_axes: dict,
-                  opset: int) -> None:
-    """TorchScript-based ONNX export (robust for HF/timm/open_clip graphs), one file, output 'embedding'."""
+                  opset: int, tick: Tick) -> None:
+    """TorchScript-based ONNX export (robust for HF/timm/open_clip graphs), one file, output 'embedding'; then
+    ``tick`` ("<stem> graph traced")."""
     import torch
 
     mha = getattr(torch.backends, "mha", None)
@@ -167,10 +169,11 @@ def _torch_export(module: Any, args: tuple, path: Path, input_names: list[str], 
     finally:
         if mha is not None:
             mha.set_fastpath_enabled(fastpath)
+    tick(f"{path.stem} graph traced")
 
 
-def _finish_graph(path: Path, quantize: str | None) -> None:
-    """Check the graph, then (``quantize='int8'``) replace it by its row-wise int8 version."""
+def _finish_graph(path: Path, quantize: str | None, tick: Tick) -> None:
+    """Check the graph, then (``quantize='int8'``) replace it by its row-wise int8 version; then ``tick``."""
     import onnx
 
     onnx.checker.check_model(str(path))
@@ -178,6 +181,7 @@ def _finish_graph(path: Path, quantize: str | None) -> None:
         q = path.with_name(path.stem + ".int8.onnx")
         quantize_rowwise(path, q)
         os.replace(q, path)
+    tick(f"{path.stem} graph checked" + (", int8" if quantize else ""))
 
 
 def _normalise(x):
@@ -246,10 +250,8 @@ def _export_sentence(encoder: Any, out: Path, quantize: str | None, opset: int, 
             "embedding": {0: "batch"}}
     with _eager_attention(st):
         _torch_export(SentenceGraph(st).eval(), args, out / "text.onnx", ["input_ids", "attention_mask"], axes,
-                      opset)
-    tick("text graph traced")
-    _finish_graph(out / "text.onnx", quantize)
-    tick("text graph checked" + (", int8" if quantize else ""))
+                      opset, tick)
+    _finish_graph(out / "text.onnx", quantize, tick)
 
     tok = Tokenizer.from_str(backend.to_str())
     tok.no_truncation()
@@ -328,10 +330,8 @@ def _export_image_graph(model: Any, method: str, out: Path, name: str, hw: list[
     graph = ImageGraph(model).eval()
     args = (torch.zeros(2, 3, int(hw[0]), int(hw[1])),)
     axes = {"pixel_values": {0: "batch"}, "embedding": {0: "batch"}}
-    _torch_export(graph, args, out / name, ["pixel_values"], axes, opset)
-    tick("image graph traced")
-    _finish_graph(out / name, quantize)
-    tick("image graph checked" + (", int8" if quantize else ""))
+    _torch_export(graph, args, out / name, ["pixel_values"], axes, opset, tick)
+    _finish_graph(out / name, quantize, tick)
 
 
 def _export_timm(encoder: Any, out: Path, quantize: str | None, opset: int, tick: Tick) -> dict:
@@ -396,10 +396,8 @@ def _export_clip(encoder: Any, out: Path, quantize: str | None, opset: int, tick
 
     ids = simple(["a photo of a cat", "fewshot"]).long()
     _torch_export(TextGraph(model).eval(), (ids,), out / "text.onnx", ["input_ids"],
-                  {"input_ids": {0: "batch"}, "embedding": {0: "batch"}}, opset)
-    tick("text graph traced")
-    _finish_graph(out / "text.onnx", quantize)
-    tick("text graph checked" + (", int8" if quantize else ""))
+                  {"input_ids": {0: "batch"}, "embedding": {0: "batch"}}, opset, tick)
+    _finish_graph(out / "text.onnx", quantize, tick)
     clip_bpe_tokenizer(simple).save(str(out / "tokenizer.json"))
     return {"kind": "clip", "max_seq_length": context,
             "preprocessing": {"steps": steps},
