@@ -211,6 +211,9 @@ class TableEncoder(VectorEncoder):
         self.table = table
 
     def encode_text(self, texts, batch_size=64, show_progress_bar=None):
+        unknown = [t for t in texts if t not in self.table]
+        if unknown:   # what an encoder that cannot embed a text raises (e.g. the generic background sentences)
+            raise InvalidInputError(f"TableEncoder has no vector for {unknown[0]!r}")
         return unit_rows(np.stack([self.table[t] for t in texts]))
 
 

@@ -45,10 +45,16 @@ From those LOO scores:
   unevenly across classes, so the bound then holds only for the global threshold. The same ``shrinkage`` shrinks
   the class-relative offsets toward 0.
 
-With fewer than 5 LOO examples (description-only classes, a zero-shot engine, one example per class) nothing can
-be calibrated: given ``fit(..., background=...)`` — embedded generic sentences, ``generic_sentences()`` — the
-threshold on the top classifier score comes from how generic text and neighbouring classes score
-(``fewshot.openset.background``); without it rejection is impossible and ``accept`` / ``assess(reject=True)`` warn
+Small supports (fewer than ``SMALL_SUPPORT_LOO`` = 50 LOO examples: a few examples per class, some classes only
+described) given ``fit(..., background=...)`` — embedded generic sentences, ``generic_sentences()``: rejection
+reads the top classifier score, at a threshold (m·t_LOO + p·t_0) / (m + p): t_LOO the LOO threshold above from
+the m LOO examples, t_0 the zero-shot one from how generic text and neighbouring classes score
+(``fewshot.openset.background``), worth p = ``SMALL_SUPPORT_PRIOR`` examples. A few LOO scores come from the
+best-supported classes only (a class with one example cannot be held out), so alone they set the threshold too
+high for the others; with none (a zero-shot engine) t_0 alone. From 5 LOO examples the confidence map is fitted on
+the same top score (on every (example, label) pair when every LOO example is right), so the confidence shown
+orders inputs as rejection does; with fewer, there is no confidence map. Without background and with fewer than
+5 LOO examples rejection is impossible and ``accept`` / ``assess(reject=True)`` warn
 ``UncalibratedRejectionWarning`` instead of silently accepting everything.
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
@@ -76,7 +82,10 @@ NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis", "min-z")   # compu
 DEFAULT_OOD_SCORE: OODScore = "min-z"
 DEFAULT_KEEP = 0.97
 DROP_CONFIDENCE = 0.9       # one-sided confidence of the upper bound that target="drop" keeps within 1 − keep
-MIN_LOO = 5                 # LOO examples needed to calibrate anything
+MIN_LOO = 5                 # LOO examples needed to calibrate from examples alone
+SMALL_SUPPORT_LOO = 50      # below this many LOO examples (and with background text) the threshold is a weighted mean
+SMALL_SUPPORT_PRIOR = 5     # ... of the LOO one and the zero-shot one, which counts as this many LOO examples
+                            # (chosen leave-one-data-set-out on small apps: benchmarks/openset_small.py)
 RejectTarget = Literal["coverage", "accuracy", "drop"]
 TARGETS: tuple[str, ...] = get_args(RejectTarget)
 
@@ -231,6 +240,9 @@ class OpenSetDetector:
         self.z_params_, self.threshold_source_, self.uncalibrated_ = None, "none", None
         self.loo_ood_, self.loo_correct_ = None, None
         vectors, labels = support.examples()
+        if len(truth) < SMALL_SUPPORT_LOO and background is not None and self._fit_small(
+                support, classifier, classifier_config, scores, truth, background):
+            return self
         rows = fit_rows(labels, self.seed)      # None, or a class-stratified subset of a large support
         fitted = np.ones(len(labels), bool) if rows is None else rows
         if self.score in NEEDS_QUERIES and RelativeMahalanobis.can_fit(labels[fitted], support.n_classes):
@@ -241,7 +253,7 @@ class OpenSetDetector:
         if self.score in NEEDS_QUERIES and self.mahalanobis_ is None:
             self.effective_score_ = "max-score" if self.score == "min-z" else "class-relative"
         if len(truth) < MIN_LOO:
-            self._fit_without_loo(support, classifier, classifier_config, background)
+            self._fit_without_loo(background)
             return self
         self.threshold_source_ = "loo"
         predicted = scores.argmax(1)
@@ -277,14 +289,7 @@ class OpenSetDetector:
         pool = ood if self.target == "coverage" else ood[correct]
         if len(pool) == 0:
             return self
-        # share of the pool to reject: for "drop" the allowed absolute loss, over the correct share of all
-        if self.target == "drop":  # reject at most k correct examples, k bounded with confidence: the order stat.
-            allowed = allowed_rejections(len(truth), 1.0 - self.keep)
-            reject = min(1.0, allowed / len(pool))
-            self.threshold_ = float(np.sort(pool)[allowed]) if allowed < len(pool) else float(pool.max()) + 1e-6
-        else:
-            reject = 1.0 - self.keep
-            self.threshold_ = float(np.quantile(pool, reject))
+        self.threshold_, reject = self._loo_threshold(pool, len(truth))
         if self.per_class:
             chosen = predicted if self.target == "coverage" else predicted[correct]
             thresholds = np.full(support.n_classes, self.threshold_)
@@ -294,6 +299,43 @@ class OpenSetDetector:
                 thresholds[c] = (len(own) * local + self.shrinkage * self.threshold_) / (len(own) + self.shrinkage)
             self.class_thresholds_ = thresholds
         return self
+
+    def _loo_threshold(self, pool: np.ndarray, n_loo: int) -> tuple[float, float]:
+        """(threshold, share of the pool it rejects) from the (p,) LOO rejection scores of the pool (all LOO
+        examples for "coverage", the correct ones otherwise; p >= 1) of ``n_loo`` LOO examples."""
+        # share of the pool to reject: for "drop" the allowed absolute loss, over the correct share of all
+        if self.target == "drop":  # reject at most k correct examples, k bounded with confidence: the order stat.
+            allowed = allowed_rejections(n_loo, 1.0 - self.keep)
+            threshold = float(np.sort(pool)[allowed]) if allowed < len(pool) else float(pool.max()) + 1e-6
+            return threshold, min(1.0, allowed / len(pool))
+        return float(np.quantile(pool, 1.0 - self.keep)), 1.0 - self.keep
+
+    def _fit_small(self, support: Support, classifier: Classifier | str, classifier_config: dict | None,
+                   scores: np.ndarray, truth: np.ndarray, background: Background) -> bool:
+        """A small support (fewer than ``SMALL_SUPPORT_LOO`` LOO examples: (m, C) ``scores``, (m,) ``truth``) with
+        background text: reject by the top classifier score, at a threshold that weighs the LOO one (m examples)
+        against the zero-shot one from the background (``SMALL_SUPPORT_PRIOR`` examples' worth). False (nothing
+        set) when the background or the zero-shot threshold is not available."""
+        vectors = background() if callable(background) else background
+        if vectors is None:
+            return False
+        fitted = _unfitted(classifier, classifier_config).fit(support)
+        prior, _ = zero_shot_threshold(fitted, support, vectors)
+        if prior is None:
+            return False
+        self.effective_score_, m = "max-score", len(truth)
+        top, correct = scores.max(1).astype(np.float64), scores.argmax(1) == truth
+        pool = top if self.target == "coverage" else top[correct]
+        if len(pool) == 0:
+            self.threshold_, self.threshold_source_ = prior, "zero-shot"
+            return True
+        loo, _ = self._loo_threshold(pool, m)
+        self.threshold_ = (m * loo + SMALL_SUPPORT_PRIOR * prior) / (m + SMALL_SUPPORT_PRIOR)
+        self.threshold_source_ = "loo+zero-shot"
+        self.loo_ood_, self.loo_correct_ = top, correct
+        if m >= MIN_LOO:
+            self.platt_ = fit_platt(top, correct) or fit_platt_per_label(scores, truth)
+        return True
 
     def _fit_min_z(self, scores: np.ndarray, predicted: np.ndarray, correct: np.ndarray, support: Support,
                    folds: list[tuple[np.ndarray, np.ndarray]], inside: np.ndarray | None) -> np.ndarray:
@@ -341,24 +383,18 @@ class OpenSetDetector:
         (m1, s1), (m2, s2), (m3, s3) = self.z_params_
         return (top - m1) / s1, np.minimum((relative - m2) / s2, (plain - m3) / s3)
 
-    def _fit_without_loo(self, support: Support, classifier: Classifier | str, classifier_config: dict | None,
-                         background: Background) -> None:
-        """Fewer than 5 LOO examples: a zero-shot threshold on the top score from ``background``, else none (and
-        a reason, warned when rejection is asked for)."""
+    def _fit_without_loo(self, background: Background) -> None:
+        """Fewer than 5 LOO examples and no zero-shot threshold (``_fit_small`` could not set one): no rejection,
+        and the reason, warned when rejection is asked for."""
         why = "there are fewer than 5 examples that can be held out (classes with only a description, or one " \
               "example each), so no threshold can be calibrated from examples"
-        vectors = background() if callable(background) else background
-        if vectors is None:
+        if background is None:
             self.uncalibrated_ = f"rejection is not calibrated and rejects nothing: {why}, and no background " \
                                  "text was given (OpenSetDetector.fit(..., background=...)); add examples"
-            return
-        fitted = _unfitted(classifier, classifier_config).fit(support)
-        threshold, problem = zero_shot_threshold(fitted, support, vectors)
-        if threshold is None:
-            self.uncalibrated_ = f"rejection is not calibrated and rejects nothing: {why}, and the zero-shot " \
-                                 f"threshold cannot be computed: {problem}; add examples"
-            return
-        self.effective_score_, self.threshold_, self.threshold_source_ = "max-score", threshold, "zero-shot"
+        else:
+            self.uncalibrated_ = f"rejection is not calibrated and rejects nothing: {why}, and no zero-shot " \
+                                 "threshold can be computed from the background text (it needs two classes or " \
+                                 "more, finite vectors, and an encoder that embeds text); add examples"
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, C) scores → (n, C) calibrated probabilities."""
@@ -513,6 +549,16 @@ def fit_platt(top_scores: np.ndarray, correct: np.ndarray) -> tuple[float, float
         return None
     slope, intercept = _logistic_1d(np.asarray(top_scores, np.float64), correct.astype(np.float64), c=10.0)
     return (slope, intercept) if slope > 0 else None
+
+
+def fit_platt_per_label(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float] | None:
+    """``fit_platt`` on every (example, label) pair of (m, C) LOO ``scores`` with (m,) true classes: P(a label is
+    right | its score). The fallback when the top labels alone cannot be fitted (all LOO examples right, as on small
+    supports), so that confidences still follow the score that rejection thresholds."""
+    scores = np.asarray(scores, np.float64)
+    right = np.arange(scores.shape[1])[None, :] == np.asarray(truth)[:, None]
+    finite = np.isfinite(scores)
+    return fit_platt(scores[finite], right[finite])
 
 
 def _logistic_1d(x: np.ndarray, y: np.ndarray, c: float, iterations: int = 100) -> tuple[float, float]:

@@ -177,14 +177,62 @@ def test_description_only_classes_reject_by_a_threshold_from_generic_text():
         warnings.simplefilter("error", UncalibratedRejectionWarning)
         assert det.accept(clf.scores(known), known).mean() > 0.95
         assert det.accept(clf.scores(off_domain), off_domain).mean() < 0.25   # like the background: mostly out
-    # the background may be a callable, called only when there is no LOO data
+    # the background may be a callable, called only for small supports (fewer than SMALL_SUPPORT_LOO LOO examples)
     calls = []
     lazy = OpenSetDetector().fit(support, background=lambda: calls.append(1) or background)
     assert calls == [1] and lazy.threshold_ == det.threshold_
-    with_examples, _, _ = world(0)
-    OpenSetDetector().fit(with_examples, background=lambda: calls.append(2) or background)
+    large, _, _ = world(0, shots=10, dim=32)                         # 60 LOO examples
+    OpenSetDetector().fit(large, background=lambda: calls.append(2) or background)
     assert calls == [1]
+    small, _, _ = world(0, dim=32)                                   # 30 LOO examples
+    OpenSetDetector().fit(small, background=lambda: calls.append(3) or background)
+    assert calls == [1, 3]
 
+
+def test_small_supports_weigh_the_loo_threshold_against_the_zero_shot_one():
+    """Below SMALL_SUPPORT_LOO LOO examples, with background text: the threshold on the top score is the mean of
+    the LOO threshold (m examples) and the zero-shot one (SMALL_SUPPORT_PRIOR examples' worth), so a handful of
+    LOO scores from the best-supported classes cannot set it alone; without background, the LOO rule as before."""
+    from fewshot.openset.background import zero_shot_threshold
+    from fewshot.openset.detector import SMALL_SUPPORT_PRIOR, loo_scores
+
+    support, (known, _), _ = world(3)
+    _, _, background, _ = described(3, dim=48)
+    det = OpenSetDetector().fit(support, "prototype", background=background)
+    scores, truth = loo_scores(support, "prototype")
+    m = len(truth)
+    assert 5 <= m < 50 and det.threshold_source_ == "loo+zero-shot" and det.effective_score_ == "max-score"
+    prior, _ = zero_shot_threshold(PrototypeClassifier().fit(support), support, background)
+    loo = float(np.quantile(scores.max(1), 1 - det.keep))
+    assert det.threshold_ == pytest.approx((m * loo + SMALL_SUPPORT_PRIOR * prior) / (m + SMALL_SUPPORT_PRIOR))
+    # rejection and confidence read the same score: accepting follows the confidence shown
+    clf = PrototypeClassifier().fit(support)
+    queries = np.concatenate([known, background])
+    confidence, accepted = det.assess(clf.scores(queries), queries)
+    assert confidence is not None
+    top = confidence.max(1)
+    assert top[accepted].min() >= top[~accepted].max()
+    # no background: the plain LOO rule on the default score
+    plain = OpenSetDetector().fit(support, "prototype")
+    assert plain.threshold_source_ == "loo" and plain.effective_score_ == "min-z"
+
+
+def test_a_few_loo_examples_already_move_the_zero_shot_threshold():
+    """1-4 LOO examples (the README's engine): not enough to calibrate alone, but they count: the threshold is
+    their LOO threshold and the zero-shot one, weighed 3 : SMALL_SUPPORT_PRIOR."""
+    from fewshot.openset.background import zero_shot_threshold
+    from fewshot.openset.detector import SMALL_SUPPORT_PRIOR
+
+    support, known, background, _ = described(4)
+    small = ArraySupport(known[[0, 20, 40]], np.array([0, 1, 2]), support.n_classes, *support.class_vectors())
+    det = OpenSetDetector().fit(small, "prototype", background=background)
+    assert det.threshold_source_ == "loo+zero-shot" and det.loo_ood_ is not None and len(det.loo_ood_) == 3
+    prior, _ = zero_shot_threshold(PrototypeClassifier().fit(small), small, background)
+    loo = float(np.quantile(det.loo_ood_, 1 - det.keep))
+    assert loo > prior                       # the examples score above generic text: the threshold rises
+    assert det.threshold_ == pytest.approx((3 * loo + SMALL_SUPPORT_PRIOR * prior) / (3 + SMALL_SUPPORT_PRIOR))
+    assert prior < det.threshold_ < loo
+    assert det.platt_ is None                # too few to fit a confidence map
 
 def test_rejection_that_cannot_be_calibrated_warns_instead_of_silently_accepting():
     support, known, _, off_domain = described(1)
