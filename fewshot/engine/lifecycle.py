@@ -360,7 +360,9 @@ class EngineRepr:
     @property
     def score_meaning(self) -> str:
         """What ``Prediction.score`` is in the engine's current state: ``'calibrated'`` (P(top label right | score),
-        fitted on the support by leave-one-out) or ``'softmax: <why not>'``. Fits what a change left stale, as the
+        fitted on the support by leave-one-out), ``'zero-shot: ...'`` (fewer than 5 leave-one-out examples, text
+        engines: 0.5 at the rejection threshold, so ``reject=True`` keeps exactly the inputs scored >= 0.5) or
+        ``'softmax: <why not>'``. Fits what a change left stale, as the
         next prediction would (the open-set fit, when scores are calibrated)."""
         engine: Any = self
         with serving(engine, openset=None):
@@ -372,6 +374,10 @@ class EngineRepr:
                         "so there are no held-out scores to calibrate on")
             if len(engine.index) > MAX_CALIBRATED_EXAMPLES:
                 return f"softmax: more than {MAX_CALIBRATED_EXAMPLES:,} examples (calibration skipped)"
+            if engine.openset is not None and engine.openset.platt_ is None and \
+                    engine.openset.zero_shot_scale_ is not None:
+                return ("zero-shot: too few leave-one-out scores to calibrate on, so the score is 0.5 at the rejection "
+                        "threshold (from how generic text scores) and 0.1 at typical generic text; not a probability")
             if engine.openset is None or engine.openset.platt_ is None:
                 return "softmax: too few leave-one-out scores to calibrate on (classes with 2+ examples needed)"
             return "calibrated"

@@ -1,5 +1,6 @@
-"""Unknown / out-of-scope rejection: scores, leave-one-out calibration and thresholds (detector), the relative
-Mahalanobis distance (mahalanobis), and thresholds without leave-one-out data from generic text (background)."""
+"""Unknown / out-of-scope rejection: scores, leave-one-out calibration and thresholds (detector), its calibration
+primitives (calibration), the relative Mahalanobis distance (mahalanobis), and thresholds from generic text for
+supports with little or no leave-one-out data (background)."""
 from __future__ import annotations
 
 from fewshot.openset.background import generic_sentences

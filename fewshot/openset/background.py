@@ -54,6 +54,11 @@ def reference_vectors(support: Support) -> tuple[np.ndarray, np.ndarray]:
     return vectors[present].astype(np.float32), present
 
 
+def generic_level(classifier: Classifier, background: np.ndarray) -> float:
+    """``g``: the median top score that a classifier fitted on a support gives (m, d) background vectors."""
+    return float(np.median(classifier.scores(np.asarray(background, np.float32)).max(1)))
+
+
 def zero_shot_threshold(classifier: Classifier, support: Support, background: np.ndarray,
                         lam: float = ZERO_SHOT_LAMBDA) -> tuple[float | None, str]:
     """(threshold on the top classifier score, or None, and why not) from a classifier fitted on ``support`` and
@@ -64,7 +69,7 @@ def zero_shot_threshold(classifier: Classifier, support: Support, background: np
     references, classes = reference_vectors(support)
     if len(classes) < 2:
         return None, "it needs at least two classes (one class has no neighbour to compare with)"
-    g = float(np.median(classifier.scores(background).max(1)))
+    g = generic_level(classifier, background)
     own = classifier.scores(references).astype(np.float64)
     own[np.arange(len(classes)), classes] = -np.inf
     n = float(own.max(1).mean())

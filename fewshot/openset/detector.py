@@ -72,7 +72,15 @@ from fewshot._threads import single_threaded_blas
 from fewshot.classifiers import make_classifier
 from fewshot.classifiers.base import ArraySupport, Classifier, Support
 from fewshot.errors import InvalidInputError, UncalibratedRejectionWarning
-from fewshot.openset.background import Background, zero_shot_threshold
+from fewshot.openset.background import Background, generic_level, zero_shot_threshold
+from fewshot.openset.calibration import (
+    _spread,
+    allowed_rejections,
+    class_offsets,
+    fit_platt,
+    fit_platt_per_label,
+    fit_temperature,
+)
 from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows, fold_grams
 
 OODScore = Literal["max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis",
@@ -81,7 +89,7 @@ OOD_SCORES: tuple[str, ...] = get_args(OODScore)
 NEEDS_QUERIES = ("mahalanobis", "class-relative+mahalanobis", "min-z")   # computed from the query vectors too
 DEFAULT_OOD_SCORE: OODScore = "min-z"
 DEFAULT_KEEP = 0.97
-DROP_CONFIDENCE = 0.9       # one-sided confidence of the upper bound that target="drop" keeps within 1 − keep
+ZERO_SHOT_GENERIC_CONFIDENCE = 0.1  # with no confidence map: what the typical generic sentence's top score shows
 MIN_LOO = 5                 # LOO examples needed to calibrate from examples alone
 SMALL_SUPPORT_LOO = 50      # below this many LOO examples (and with background text) the threshold is a weighted mean
 SMALL_SUPPORT_PRIOR = 5     # ... of the LOO one and the zero-shot one, which counts as this many LOO examples
@@ -164,21 +172,6 @@ def _scores_on_folds(support: Support, classifier: Classifier | str, classifier_
     return np.concatenate(scores), labels[index], index
 
 
-def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.0) -> float:
-    """Logit scale T minimising the NLL of softmax(T·scores) on (m, C) LOO scores; ``default`` if m < 5."""
-    if len(labels) < 5:
-        return float(default)
-    from scipy.optimize import minimize_scalar
-
-    def nll(log_t: float) -> float:
-        z = np.exp(log_t) * scores
-        z = z - z.max(1, keepdims=True)
-        return float(-(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(1))).mean())
-
-    result = minimize_scalar(nll, bounds=(np.log(1.0), np.log(200.0)), method="bounded")
-    return float(np.exp(result.x))
-
-
 class OpenSetDetector:
     """Calibrated probabilities and an accept / reject decision, fitted on support data only."""
 
@@ -210,6 +203,8 @@ class OpenSetDetector:
         self.effective_score_: str = score                  # the fallback when a Mahalanobis score can't fit
         self.threshold_source_: str = "none"                # "loo", "zero-shot" (background) or "none"
         self.uncalibrated_: str | None = None               # why rejection is impossible (warned on use)
+        self.zero_shot_scale_: float | None = None          # no confidence map, a background threshold: the slope
+                                                            # of the confidences sigmoid(s · (score − threshold))
         self.loo_ood_: np.ndarray | None = None             # (m,) LOO rejection scores the threshold was chosen on
         self.loo_correct_: np.ndarray | None = None         # (m,) whether each LOO example was classified right
         self.support: Support | None = None
@@ -238,7 +233,7 @@ class OpenSetDetector:
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         self.mahalanobis_, self.scales_, self.typical_mahalanobis_ = None, (1.0, 1.0), 0.0
         self.z_params_, self.threshold_source_, self.uncalibrated_ = None, "none", None
-        self.loo_ood_, self.loo_correct_ = None, None
+        self.loo_ood_, self.loo_correct_, self.zero_shot_scale_ = None, None, None
         vectors, labels = support.examples()
         if len(truth) < SMALL_SUPPORT_LOO and background is not None and self._fit_small(
                 support, classifier, classifier_config, scores, truth, background):
@@ -328,6 +323,7 @@ class OpenSetDetector:
         pool = top if self.target == "coverage" else top[correct]
         if len(pool) == 0:
             self.threshold_, self.threshold_source_ = prior, "zero-shot"
+            self._set_zero_shot_scale(fitted, vectors)
             return True
         loo, _ = self._loo_threshold(pool, m)
         self.threshold_ = (m * loo + SMALL_SUPPORT_PRIOR * prior) / (m + SMALL_SUPPORT_PRIOR)
@@ -335,7 +331,18 @@ class OpenSetDetector:
         self.loo_ood_, self.loo_correct_ = top, correct
         if m >= MIN_LOO:
             self.platt_ = fit_platt(top, correct) or fit_platt_per_label(scores, truth)
+        if self.platt_ is None:
+            self._set_zero_shot_scale(fitted, vectors)
         return True
+
+    def _set_zero_shot_scale(self, fitted: Classifier, background: np.ndarray) -> None:
+        """No confidence map (fewer than 5 LOO examples): confidences become sigmoid(s · (score − threshold)),
+        0.5 at the threshold and ``ZERO_SHOT_GENERIC_CONFIDENCE`` at the typical generic sentence's top score, so
+        what is shown orders inputs as rejection does (not a probability: ``score_meaning`` says so)."""
+        gap = self.threshold_ - generic_level(fitted, background)
+        if np.isfinite(gap) and gap > 1e-6:
+            self.zero_shot_scale_ = float(np.log((1 - ZERO_SHOT_GENERIC_CONFIDENCE) / ZERO_SHOT_GENERIC_CONFIDENCE)
+                                          / gap)
 
     def _fit_min_z(self, scores: np.ndarray, predicted: np.ndarray, correct: np.ndarray, support: Support,
                    folds: list[tuple[np.ndarray, np.ndarray]], inside: np.ndarray | None) -> np.ndarray:
@@ -402,18 +409,28 @@ class OpenSetDetector:
 
     def confidences(self, scores: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray | None:
         """(n, C) scores (and the (n, d) queries, needed by the Mahalanobis scores) → (n, C) P(label is right |
-        score) by the fitted Platt map; None if not fitted."""
-        return self._platt(self._label_scores(scores, queries)) if self.platt_ is not None else None
+        score) by the fitted Platt map; with no map but a background threshold, sigmoid(s · (score − threshold)) (not a
+        probability: 0.5 at the threshold); None if neither is fitted."""
+        return self._confidence(self._label_scores(scores, queries))
 
     def assess(self, scores: np.ndarray, queries: np.ndarray | None = None,
                reject: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """``confidences`` and ``accept`` (all True unless ``reject``) together: ((n, C) or None, (n,) bool),
         computing the per-label scores (for the Mahalanobis scores, from the queries) once."""
         x = self._label_scores(scores, queries)
-        confidence = self._platt(x) if self.platt_ is not None else None
+        confidence = self._confidence(x)
         accepted = self._accept(self._ood_from(x, scores), scores, queries) if reject \
             else np.ones(len(scores), bool)
         return confidence, accepted
+
+    def _confidence(self, x: np.ndarray) -> np.ndarray | None:
+        """(n, C) per-label scores → (n, C) confidences: the Platt map, else (a background threshold, too few LOO
+        examples) sigmoid(s · (x − threshold)); None when neither is fitted."""
+        if self.platt_ is not None:
+            return self._platt(x)
+        if self.zero_shot_scale_ is not None:
+            return 1.0 / (1.0 + np.exp(-self.zero_shot_scale_ * (x - self.threshold_)))
+        return None
 
     def _platt(self, x: np.ndarray) -> np.ndarray:
         """(n, C) per-label scores → (n, C) confidences by the fitted Platt map."""
@@ -496,83 +513,3 @@ class OpenSetDetector:
             exact[~accepted] = sims[:, 0] >= 1.0 - 1e-4   # an input equal to a support example
             accepted |= exact
         return accepted
-
-
-def allowed_rejections(n: int, budget: float, confidence: float = DROP_CONFIDENCE) -> int:
-    """The largest k such that rejecting k correct examples of n keeps the one-sided ``confidence`` Clopper-Pearson
-    upper bound on the rejected-and-correct share ≤ ``budget`` (0 when even k = 0 does not)."""
-    if n <= 0 or budget <= 0:
-        return 0
-    from scipy.special import betaincinv  # beta.ppf without importing scipy.stats (a second of start-up)
-
-    k = int(np.floor(budget * n + 1e-9))          # the bound exceeds k / n, so no larger k can qualify
-    while k > 0 and float(betaincinv(k + 1, n - k, confidence)) > budget:
-        k -= 1
-    return k
-
-
-def _spread(values: np.ndarray) -> float:
-    """Standard deviation of (m,) values, 1.0 when it is not positive or there are fewer than 2."""
-    spread = float(np.std(values)) if len(values) >= 2 else 0.0
-    return spread if spread > 1e-12 else 1.0
-
-
-def class_offsets(top: np.ndarray, predicted: np.ndarray, truth: np.ndarray, n_classes: int,
-                  shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class score offsets for the ``"class-relative"`` score, from (m,) LOO top scores, predictions, truth.
-
-    offset_c = mean_c − mean: ``mean_c`` is the mean top score of the LOO examples correctly classified as c,
-    shrunk toward the global ``mean`` of all correct ones with ``shrinkage`` pseudo-examples (a class with no
-    correct LOO example gets offset 0). Returns ((C,) offsets, (m,) LOO class-relative scores), where each correct
-    example's own class offset is computed without it — so thresholds chosen on these scores are not
-    optimistic about the example's own class."""
-    correct = predicted == truth
-    if not correct.any():
-        return np.zeros(n_classes), top.astype(np.float64)
-    top = top.astype(np.float64)
-    mean = float(top[correct].mean())
-    counts = np.bincount(predicted[correct], minlength=n_classes).astype(np.float64)
-    sums = np.bincount(predicted[correct], weights=top[correct], minlength=n_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        offsets = np.where(counts + shrinkage > 0, (sums + shrinkage * mean) / (counts + shrinkage), mean) - mean
-        own_counts = counts[predicted] - correct
-        own_sums = sums[predicted] - np.where(correct, top, 0.0)
-        own = np.where(own_counts + shrinkage > 0, (own_sums + shrinkage * mean) / (own_counts + shrinkage), mean)
-    return offsets, top - (own - mean)
-
-
-def fit_platt(top_scores: np.ndarray, correct: np.ndarray) -> tuple[float, float] | None:
-    """1-D logistic regression correct ~ sigmoid(slope · score + intercept); None when the LOO outcomes are all
-    the same (nothing to fit) or the fitted slope is not positive (the map must increase with the score)."""
-    correct = np.asarray(correct, bool)
-    if len(correct) < 5 or correct.all() or not correct.any():
-        return None
-    slope, intercept = _logistic_1d(np.asarray(top_scores, np.float64), correct.astype(np.float64), c=10.0)
-    return (slope, intercept) if slope > 0 else None
-
-
-def fit_platt_per_label(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float] | None:
-    """``fit_platt`` on every (example, label) pair of (m, C) LOO ``scores`` with (m,) true classes: P(a label is
-    right | its score). The fallback when the top labels alone cannot be fitted (all LOO examples right, as on small
-    supports), so that confidences still follow the score that rejection thresholds."""
-    scores = np.asarray(scores, np.float64)
-    right = np.arange(scores.shape[1])[None, :] == np.asarray(truth)[:, None]
-    finite = np.isfinite(scores)
-    return fit_platt(scores[finite], right[finite])
-
-
-def _logistic_1d(x: np.ndarray, y: np.ndarray, c: float, iterations: int = 100) -> tuple[float, float]:
-    """argmin over (w, b) of  w²/2 + c·Σ logloss(y, sigmoid(w·x + b))  — sklearn's ``LogisticRegression(C=c)`` on one
-    feature (L2 on the slope, none on the intercept) — by Newton's method on the 2 x 2 system (the objective is
-    strictly convex), without importing scikit-learn."""
-    w = b = 0.0
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(w * x + b)))
-        r, h = p - y, p * (1.0 - p)
-        grad = np.array([w + c * float(r @ x), c * float(r.sum())])
-        hess = np.array([[1.0 + c * float(h @ (x * x)), c * float(h @ x)], [c * float(h @ x), c * float(h.sum())]])
-        step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
-        w, b = w - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-10:
-            break
-    return w, b

@@ -24,6 +24,10 @@ def test_the_readme_example_rejects_a_recipe_and_keeps_its_own_intents(minilm):
     kept = eng.predict(["where is my card?", "hi!", "euro to dollar rate", "my card was stolen"], reject=True)
     assert [p.label for p in kept] == ["card_lost", "greeting", "exchange_rate", "card_lost"]
     assert eng.openset.threshold_source_ == "loo+zero-shot"
+    # too few held-out examples for a probability: the README says the score is 0.5 at the threshold
+    assert eng.score_meaning.startswith("zero-shot")
+    texts = ["a recipe for cake", "what's the weather tomorrow", "where is my card?", "hi!"]
+    assert [p.score >= 0.5 for p in eng.predict(texts)] == [p.label is not None for p in eng.predict(texts, reject=True)]
 
 
 PIZZA = {

@@ -257,3 +257,37 @@ def test_the_generic_sentences_ship_with_the_package():
     sentences = generic_sentences()
     assert len(sentences) >= 50 and len(set(sentences)) == len(sentences)
     assert all(s and not s.startswith("#") and s == s.strip() for s in sentences)
+
+
+def test_without_a_confidence_map_the_confidence_is_half_at_the_threshold():
+    """Fewer than 5 LOO examples, with background: confidences are sigmoid(s · (score − threshold)), so the shown
+    score orders inputs as rejection does (accepted ⇔ >= 0.5) and typical generic text shows 0.1."""
+    from fewshot.openset.detector import ZERO_SHOT_GENERIC_CONFIDENCE
+
+    support, known, background, off_domain = described(5)
+    det = OpenSetDetector().fit(support, "prototype", background=background)
+    assert det.platt_ is None and det.zero_shot_scale_ is not None and det.zero_shot_scale_ > 0
+    clf = PrototypeClassifier().fit(support)
+    queries = np.concatenate([known, off_domain])
+    scores = clf.scores(queries)
+    confidence, accepted = det.assess(scores, queries)
+    assert confidence is not None and accepted.any() and not accepted.all()
+    assert np.array_equal(accepted, confidence.max(1) >= 0.5)
+    generic = np.median(clf.scores(background).max(1))
+    at_generic = 1 / (1 + np.exp(-det.zero_shot_scale_ * (generic - det.threshold_)))
+    assert at_generic == pytest.approx(ZERO_SHOT_GENERIC_CONFIDENCE)
+    # no background: no confidence at all (the engine shows softmax probabilities and says so)
+    assert OpenSetDetector().fit(support, "prototype").confidences(scores, queries) is None
+
+
+def test_the_per_label_confidence_map_is_the_fallback_when_every_loo_example_is_right():
+    from fewshot.openset.calibration import fit_platt, fit_platt_per_label
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 5)
+    scores = rng.uniform(0.0, 0.4, size=(20, 4))
+    scores[np.arange(20), truth] = rng.uniform(0.5, 0.9, 20)        # every top label right
+    assert fit_platt(scores.max(1), scores.argmax(1) == truth) is None
+    slope, intercept = fit_platt_per_label(scores, truth)
+    assert slope > 0 and 1 / (1 + np.exp(-(slope * 0.9 + intercept))) > 0.5 > 1 / (1 + np.exp(-(slope * 0.1 +
+                                                                                              intercept)))
