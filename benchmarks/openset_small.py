@@ -119,7 +119,7 @@ def run_app(D: dict, app: dict) -> dict:
     shown = confidence.max(1) if confidence is not None else softmax(scores * det.temperature_).max(1)
     out = {"regime": app["regime"], "classes": app["classes"], "examples": app["examples"], "loo": m,
            "accuracy": float(correct.mean()), "threshold_source": det.threshold_source_,
-           "calibrated": confidence is not None, "rules": {
+           "calibrated": det.platt_ is not None, "rules": {
                "shipped": measure(accepted, correct, n_in), "loo-only": measure(old_accepted, correct, n_in)},
            "discord": {"shipped": discord(shown, accepted)}}
     old_conf = old.confidences(scores, queries) if old.platt_ is not None else None
@@ -204,8 +204,9 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} | {c['apps']} | {c['loo']:.1f} | {100 * c['accuracy']:.1f} | {c['calibrated']:.2f} | "
                      f"{cell('shipped')} | {cell('loo-only')} | " + " | ".join(cell(f"p={p}") for p in PRIORS)
                      + f" | {c['discord']['shipped']:.3f} / {c['discord']['loo-only']:.3f} |")
-    lines += ["", "`calibrated`: share of apps whose confidences come from a fitted map (else softmax: fewer than 5 "
-              "LOO examples). `discord`: mean over rejected inputs of the share of accepted inputs shown a lower "
+    lines += ["", "`calibrated`: share of apps whose confidences come from a fitted Platt map (else, with fewer than 5 "
+              "LOO examples, the shipped rule shows sigmoid(s · (top − threshold)), 0.5 at the threshold; the rule it "
+              "replaced showed softmax probabilities). `discord`: mean over rejected inputs of the share of accepted inputs shown a lower "
               "confidence (0 = acceptance follows the confidence shown).", "",
               f"## The rule leave-one-data-set-out (objective J = mean unknowns rejected − {COST:g} · in-scope "
               "rejected, over the other two data sets' regimes)", "",
