@@ -148,6 +148,11 @@ class Classifier(ABC):
         and open-set folds fit clones of the live classifier, so a custom subclass works there too."""
         return type(self)(**self.get_config_dict())
 
+    def clone_for_folds(self) -> Classifier:
+        """An unfitted classifier for leave-one-out folds of the support this one was fitted on: ``clone()``, unless
+        a subclass fixes there what its fit chose by its own cross-validation (so each fold does not repeat it)."""
+        return self.clone()
+
     def state(self) -> dict[str, np.ndarray]:
         """Learned arrays to save with an engine (empty for training-free methods)."""
         return {}

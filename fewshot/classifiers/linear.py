@@ -170,6 +170,16 @@ class LinearProbeClassifier(Classifier):
                 self.W_, self.b_ = fit_logreg(xt, yt, w0, self.lam_, self.scale, wt, max_iter=self.max_iter)
             bar.update(1)
 
+    def clone_for_folds(self) -> LinearProbeClassifier:
+        """Fitted with ``lam=None``: a clone with ``lam`` fixed to the chosen ``lam_``, so that open-set leave-one-out
+        folds fit once each instead of repeating the cross-validation over ``lambdas`` (folds x lambdas + 1 fits):
+        ~6x faster at the defaults. The held-out block then shares in the choice of λ (one number chosen on the
+        whole support), a small optimism accepted for the speed."""
+        config = self.get_config_dict()
+        if self.lam is None and hasattr(self, "lam_"):
+            config["lam"] = self.lam_
+        return type(self)(**config)
+
     def _n_folds(self, y: np.ndarray) -> int:
         """Folds of the cross-validation (0: too few examples, the strongest regularisation is used)."""
         return 0 if len(y) < 2 else int(min(self.folds, max(2, np.bincount(y).max())))

@@ -150,9 +150,10 @@ def loo_scores(support: Support, classifier: Classifier | str, classifier_config
 
 
 def _unfitted(classifier: Classifier | str, config: dict | None) -> Classifier:
-    """A fresh classifier for one fold: a clone of a live one, or a registered name built from ``config``."""
+    """A fresh classifier for one fold: a live one's ``clone_for_folds()``, or a registered name built from
+    ``config``."""
     if isinstance(classifier, Classifier):
-        return classifier.clone()
+        return classifier.clone_for_folds()
     return make_classifier(classifier, **(config or {}))
 
 

@@ -62,3 +62,24 @@ def test_stratified_folds_balanced():
     for c in range(3):
         counts = np.bincount(f[y == c], minlength=3)
         assert counts.max() - counts.min() <= 1
+
+
+def test_open_set_folds_reuse_the_chosen_strength_instead_of_cross_validating_again(rng, monkeypatch):
+    """clone_for_folds fixes lam to the fitted lam_ (one fit per leave-one-out fold, not folds x lambdas + 1); an
+    unfitted probe, or one built with a fixed lam, clones as it is."""
+    from fewshot.classifiers import linear
+    from fewshot.openset import OpenSetDetector
+
+    v, y, t, _, _ = clustered(rng)
+    support = ArraySupport(v, y, 6, t)
+    assert LinearProbeClassifier().clone_for_folds().lam is None
+    assert LinearProbeClassifier(lam=0.5).fit(support).clone_for_folds().lam == 0.5
+    clf = LinearProbeClassifier().fit(support)
+    fold = clf.clone_for_folds()
+    assert fold.lam == clf.lam_ and fold.get_config_dict() == {**clf.get_config_dict(), "lam": clf.lam_}
+    fits = []
+    real = linear.fit_logreg
+    monkeypatch.setattr(linear, "fit_logreg", lambda *a, **k: fits.append(1) or real(*a, **k))
+    det = OpenSetDetector(score="max-score").fit(support, clf)
+    n_folds = 10                                                   # loo_folds' default blocks
+    assert det.threshold_source_ == "loo" and len(fits) == n_folds
