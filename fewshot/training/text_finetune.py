@@ -171,7 +171,6 @@ class FinetuneConfig:
             cached output (``fewshot.training.frozen_bottom``): ~40% faster, ~0.1-0.2 points less accurate.
         max_seconds: stop early (after the current epoch) once training took this long.
         weight_decay: AdamW; head_lr_mult: the head's learning rate over ``lr`` (cross-entropy).
-        label_smoothing: of the cross-entropy targets (0: none).
         seed: seeds torch, the hold-out split and batch order (same seed → same weights).
         num_threads: torch CPU threads while training (None: ``fewshot._core.default_threads()``). Restored after.
     """
@@ -193,7 +192,6 @@ class FinetuneConfig:
     max_seconds: float | None = None
     weight_decay: float = 0.01
     head_lr_mult: float = 50.0
-    label_smoothing: float = 0.0
     seed: int = 0
     num_threads: int | None = None
 
@@ -213,8 +211,6 @@ class FinetuneConfig:
         for name in ("train_layers", "num_threads"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
-        if not 0.0 <= check_float("label_smoothing", self.label_smoothing, 0.0, inclusive=True) < 1.0:
-            raise InvalidInputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= check_float("val_fraction", self.val_fraction, 0.0, inclusive=True) < 1.0:
             raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("refit", "cache_frozen_bottom"):
@@ -275,7 +271,6 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
         cfg.val_fraction
     refit, max_seconds, weight_decay, seed = cfg.refit, cfg.max_seconds, cfg.weight_decay, cfg.seed
     head_lr_mult, contrastive, temperature = cfg.head_lr_mult, cfg.contrastive, cfg.temperature
-    label_smoothing = cfg.label_smoothing
     classes_per_batch = cfg.classes_per_batch
     t_start = time.perf_counter()
     texts = list(texts)
@@ -378,8 +373,7 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                     loss = supervised_contrastive_loss(out, torch.from_numpy(all_y[b]).to(device), temperature)
                 else:
                     logits = scale * out @ torch.nn.functional.normalize(head, dim=1).T
-                    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(all_y[b]).to(device),
-                                                             label_smoothing=label_smoothing)
+                    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(all_y[b]).to(device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

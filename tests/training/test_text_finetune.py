@@ -169,12 +169,3 @@ def test_model_inputs_are_built_on_the_models_device():
     feats = _tokenize(Tokenizing(), ["a", "b"], torch.device("meta"))
     assert feats["input_ids"].device.type == "meta" and feats["text"] == ["a", "b"]
     assert _tokenize(Tokenizing(), ["a"])["input_ids"].device.type == "cpu"
-
-
-def test_finetune_config_checks_label_smoothing():
-    from fewshot.training.text_finetune import FinetuneConfig
-
-    assert FinetuneConfig(loss="cross-entropy", label_smoothing=0.1).label_smoothing == 0.1
-    for bad in (-0.1, 1.0, "x"):
-        with pytest.raises(InvalidInputError):
-            FinetuneConfig(loss="cross-entropy", label_smoothing=bad)
