@@ -53,8 +53,10 @@ the m LOO examples, t_0 the zero-shot one from how generic text and neighbouring
 best-supported classes only (a class with one example cannot be held out), so alone they set the threshold too
 high for the others; with none (a zero-shot engine) t_0 alone. From 5 LOO examples the confidence map is fitted on
 the same top score (on every (example, label) pair when every LOO example is right), so the confidence shown
-orders inputs as rejection does; with fewer, there is no confidence map. Without background and with fewer than
-5 LOO examples rejection is impossible and ``accept`` / ``assess(reject=True)`` warn
+orders inputs as rejection does; with fewer, confidences are sigmoid(s·(score − threshold)): 0.5 at the threshold,
+``ZERO_SHOT_GENERIC_CONFIDENCE`` at the typical generic sentence — not a probability, but what is shown then orders
+inputs as rejection does. The configured ``score`` and ``per_class`` do not apply on this path (too few examples
+for a covariance or per-class thresholds). Without background and with fewer than 5 LOO examples rejection is impossible and ``accept`` / ``assess(reject=True)`` warn
 ``UncalibratedRejectionWarning`` instead of silently accepting everything.
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
@@ -202,7 +204,8 @@ class OpenSetDetector:
                                                             # part for labels of classes that have no example
         self.z_params_: tuple[tuple[float, float], ...] | None = None  # "min-z": LOO (mean, spread) of each part
         self.effective_score_: str = score                  # the fallback when a Mahalanobis score can't fit
-        self.threshold_source_: str = "none"                # "loo", "zero-shot" (background) or "none"
+        self.threshold_source_: str = "none"                # "loo", "loo+zero-shot" (small supports), "zero-shot"
+                                                            # (background alone) or "none"
         self.uncalibrated_: str | None = None               # why rejection is impossible (warned on use)
         self.zero_shot_scale_: float | None = None          # no confidence map, a background threshold: the slope
                                                             # of the confidences sigmoid(s · (score − threshold))
