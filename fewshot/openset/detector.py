@@ -56,8 +56,9 @@ the same top score (on every (example, label) pair when every LOO example is rig
 orders inputs as rejection does; with fewer, confidences are sigmoid(s·(score − threshold)): 0.5 at the threshold,
 ``ZERO_SHOT_GENERIC_CONFIDENCE`` at the typical generic sentence — not a probability, but what is shown then orders
 inputs as rejection does. The configured ``score`` and ``per_class`` do not apply on this path (too few examples
-for a covariance or per-class thresholds). Without background and with fewer than 5 LOO examples rejection is impossible and ``accept`` / ``assess(reject=True)`` warn
-``UncalibratedRejectionWarning`` instead of silently accepting everything.
+for a covariance or per-class thresholds). Without background and with fewer than 5 LOO examples rejection is
+impossible and ``accept`` / ``assess(reject=True)`` warn ``UncalibratedRejectionWarning`` instead of silently
+accepting everything.
 
 An input identical to a support example is always accepted. Trade-off: a larger ``keep`` rejects fewer in-scope
 inputs and lets more out-of-scope ones through; thresholds move monotonically with ``keep``.
