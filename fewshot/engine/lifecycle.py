@@ -18,6 +18,7 @@ from fewshot.classifiers import Classifier, Support, make_classifier
 from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.index import IndexType, SupportIndex
 from fewshot.openset import fit_temperature, generic_sentences, loo_scores
+from fewshot.openset.detector import ZERO_SHOT_GENERIC_CONFIDENCE
 from fewshot.templates import prompt_vectors
 
 if TYPE_CHECKING:
@@ -377,7 +378,8 @@ class EngineRepr:
             if engine.openset is not None and engine.openset.platt_ is None and \
                     engine.openset.zero_shot_scale_ is not None:
                 return ("zero-shot: too few leave-one-out scores to calibrate on, so the score is 0.5 at the rejection "
-                        "threshold (from how generic text scores) and 0.1 at typical generic text; not a probability")
+                        f"threshold (from how generic text scores) and {ZERO_SHOT_GENERIC_CONFIDENCE:g} at typical "
+                        "generic text; not a probability")
             if engine.openset is None or engine.openset.platt_ is None:
                 return "softmax: too few leave-one-out scores to calibrate on (classes with 2+ examples needed)"
             return "calibrated"

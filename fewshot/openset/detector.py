@@ -341,9 +341,10 @@ class OpenSetDetector:
         return True
 
     def _set_zero_shot_scale(self, fitted: Classifier, background: np.ndarray) -> None:
-        """No confidence map (fewer than 5 LOO examples): confidences become sigmoid(s · (score − threshold)),
-        0.5 at the threshold and ``ZERO_SHOT_GENERIC_CONFIDENCE`` at the typical generic sentence's top score, so
-        what is shown orders inputs as rejection does (not a probability: ``score_meaning`` says so)."""
+        """No confidence map (fewer than 5 LOO examples, or none fits): confidences become
+        sigmoid(s · (score − threshold)), 0.5 at the threshold and ``ZERO_SHOT_GENERIC_CONFIDENCE`` at the typical
+        generic sentence's top score, so what is shown orders inputs as rejection does (not a probability:
+        ``score_meaning`` says so)."""
         gap = self.threshold_ - generic_level(fitted, background)
         if np.isfinite(gap) and gap > 1e-6:
             self.zero_shot_scale_ = float(np.log((1 - ZERO_SHOT_GENERIC_CONFIDENCE) / ZERO_SHOT_GENERIC_CONFIDENCE)
