@@ -38,7 +38,7 @@ MAX_CALIBRATED_EXAMPLES = 100_000
 #: the other two at 5 shots; the encoder fine-tune was measured at 5 and 10 shots.
 AUTO_RULE = (
     "0 labels in every class → 'zero-shot'; median labels per class < 4 → 'linear' (logistic regression on "
-    "frozen embeddings, regularised toward the class-text prior); otherwise → 'encoder' (fine-tune the top of the "
+    "frozen embeddings, regularised toward the class-text prior); otherwise → 'encoder' (fine-tune the "
     "text encoder, then a linear probe on the new embeddings), or 'linear' where the encoder cannot be tuned"
 )
 
@@ -50,7 +50,7 @@ def choose_method(example_counts: Sequence[int] | np.ndarray, can_tune_encoder: 
 
         all counts 0            → 'zero-shot'
         median count < 4        → 'linear'     (the regularised probe: >= the plain regression from 1 shot on)
-        otherwise               → 'encoder'    (>= 4 shots: fine-tune the encoder's top layers, then 'linear')
+        otherwise               → 'encoder'    (>= 4 shots: fine-tune the text encoder, then 'linear')
 
     ``can_tune_encoder=False`` (image, CLIP or ONNX encoders, engines without the example texts) replaces
     'encoder' by 'linear'.
