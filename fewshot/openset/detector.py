@@ -135,7 +135,7 @@ def loo_folds(support: Support, max_examples: int = 2000, n_blocks: int = 10, se
                 first = block[labels[block] == c][0]
                 rest[first] = True
                 block = block[block != first]
-        if len(block):
+        if len(block) and rest.any():  # a fold with nothing left to fit on cannot be scored (e.g. by logreg)
             folds.append((block, rest))
     return folds
 

@@ -181,10 +181,14 @@ class EngineMachine(RuleBasedStateMachine):
         if expected is not None:
             assert same_predictions(predictions(self.eng), expected), "predictions changed across save / load"
 
-    @precondition(lambda self: self.saved is not None and self.saved[1] is not None and _fresh_loads["left"] > 0)
+    # the budget of subprocesses is spent inside the rule, not in its precondition: a precondition must depend on the
+    # machine's state only, or hypothesis's replay of a sequence (to shrink it) draws differently and fails as flaky
+    @precondition(lambda self: self.saved is not None and self.saved[1] is not None)
     @rule()
     def load_in_a_fresh_process(self) -> None:
         assert self.saved is not None and self.saved[1] is not None
+        if _fresh_loads["left"] <= 0:
+            return
         _fresh_loads["left"] -= 1
         directory, expected, *_ = self.saved
         script = ("import json, sys; from fewshot import FewShotEngine; from tests.fakes import TopicTextEncoder; "

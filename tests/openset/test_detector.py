@@ -93,6 +93,16 @@ def test_loo_scores_only_scores_the_masked_examples(rng):
         loo_scores(ArraySupport(vectors, labels, 8), "prototype", only=only[:-1])
 
 
+def test_a_fold_that_would_leave_nothing_to_fit_on_is_not_made(rng):
+    # one described class with one example: holding the example out leaves no example, which logreg cannot fit
+    # (found by tests/engine/test_state_machine.py: predict(reject=True) raised NotFittedError)
+    vector = unit_rows(rng.normal(size=(1, 8))).astype(np.float32)
+    support = ArraySupport(vector, np.array([0]), 1, vector, np.array([True]))
+    assert loo_folds(support) == []
+    scores, truth = loo_scores(support, "logreg")
+    assert scores.shape == (0, 1) and len(truth) == 0
+
+
 @pytest.mark.parametrize("score", ["max-score", "class-relative", "mahalanobis", "class-relative+mahalanobis"])
 def test_drop_target_bounds_the_loo_accuracy_loss_and_is_monotone(rng, score):
     _, vectors, labels = clustered(rng)
