@@ -13,6 +13,11 @@ embeddings: scikit-learn ``LogisticRegression(C=10, max_iter=2000)`` (``logreg``
 
 writes benchmarks/results/refine_auto[_TAG].json and .md. Run with nothing else busy on the machine: the
 ``seconds`` column is the fit time on its 2 cores.
+
+``--selection N`` is the mode for choosing settings (``--method encoder --option ...``) without looking at TEST: N
+rows of every class of TRAIN (a seeded permutation, seed 1) are held out as the evaluation set, the supports are
+drawn from the rest of TRAIN (``sample_shots(rest, all classes, K, 5, seed=0)``, so not the carryover draws) and
+TEST is never read. The baselines are measured on the same held-out rows.
 """
 from __future__ import annotations
 
@@ -39,24 +44,44 @@ BASELINES = ("logreg", "prototype")
 CARRYOVER_DRAWS = 5
 
 
+def selection_split(labels: np.ndarray, per_class: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) TRAIN class codes → (pool rows, held-out rows): ``per_class`` rows of every class held out (a seeded
+    permutation within each class), the rest left to draw supports from. Raises when a class has too few rows."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        rows_c = np.flatnonzero(labels == c)
+        if len(rows_c) <= per_class:
+            raise SystemExit(f"class {c} has {len(rows_c)} TRAIN rows: cannot hold out {per_class} of them")
+        held.append(rng.permutation(rows_c)[:per_class])
+    held_rows = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(labels)), held_rows), held_rows
+
+
 def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lambda rows: None,
-                encoder: str = "minilm", options: dict | None = None) -> list[dict]:
+                encoder: str = "minilm", options: dict | None = None, selection: int = 0) -> list[dict]:
     train, test = DATASETS[name]
-    data = prepare(str(train), str(test), encoder)
+    # --selection: the evaluation rows come out of TRAIN and TEST is never encoded or read
+    data = prepare(str(train), str(train) if selection else str(test), encoder)
     assert data.train_inputs is not None and data.test_inputs is not None and data.train_x is not None
     C = len(data.classes)
+    pool = np.arange(len(data.train_y))
+    eval_x, eval_y, eval_inputs = data.test_x, data.test_y, data.test_inputs
+    if selection:
+        pool, held = selection_split(data.train_y, selection)
+        eval_x, eval_y, eval_inputs = data.train_x[held], data.train_y[held], [data.train_inputs[i] for i in held]
     rows = []
     for k in shots:
-        # (R, C, K): the first R of carryover.py's draws. sample_shots draws all repeats in one batch, so asking for
-        # fewer than 5 would give other supports; draw 5 (or more) and keep the first R
-        draw_rows = sample_shots(data.train_y, np.arange(C), k, max(draws, CARRYOVER_DRAWS), 0)[:draws]
+        # (R, C, K): the first R of carryover.py's draws (of the pool's draws with --selection). sample_shots draws
+        # all repeats in one batch, so asking for fewer than 5 would give other supports; draw 5 and keep the first R
+        draw_rows = pool[sample_shots(data.train_y[pool], np.arange(C), k, max(draws, CARRYOVER_DRAWS), 0)[:draws]]
         for r in range(draws):
             idx = draw_rows[r].ravel()
             row: dict = {"dataset": name, "shot": k, "draw": r}
             for b in BASELINES:
                 support = ArraySupport(data.train_x[idx], data.train_y[idx], C)
-                scores = make_classifier(b).fit(support).scores(data.test_x)
-                row[b] = float((scores.argmax(1) == data.test_y).mean())
+                scores = make_classifier(b).fit(support).scores(eval_x)
+                row[b] = float((scores.argmax(1) == eval_y).mean())
             eng = FewShotEngine(encoder=encoder)
             for c, label in enumerate(data.classes):
                 rows_c = draw_rows[r, c]
@@ -67,9 +92,8 @@ def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lam
             row["seconds"] = time.perf_counter() - t0
             assert eng.classes == data.classes
             # the frozen encoder's TEST embeddings are already there; a tuned encoder re-embeds TEST
-            queries = data.test_x if eng.encoder.name == data.encoder else \
-                eng.embed(data.test_inputs, show_progress_bar=False)
-            row["accuracy"] = float((eng.scores_from_vectors(queries).argmax(1) == data.test_y).mean())
+            queries = eval_x if eng.encoder.name == data.encoder else eng.embed(eval_inputs, show_progress_bar=False)
+            row["accuracy"] = float((eng.scores_from_vectors(queries).argmax(1) == eval_y).mean())
             rows.append(row)
             on_row(rows)
             print(f"[refine_auto] {name} K={k} draw {r}: {row['chosen']} {100 * row['accuracy']:.2f} "
@@ -79,9 +103,13 @@ def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lam
 
 def markdown(payload: dict) -> str:
     status = "" if payload.get("complete", True) else " (INTERRUPTED: the cells list how many draws ran)"
+    selection = payload.get("selection", 0)
+    where = (f"drawn from TRAIN less {selection} held-out rows per class), all classes, evaluated on those held-out "
+             "TRAIN rows (selection mode: TEST is not read)") if selection else \
+        "the draws of `benchmarks/carryover.py`), all classes, all of TEST"
     lines = [f"# `refine(\"{payload['method']}\")` through the engine vs the plain baselines{status}", "",
-             f"Up to {payload['draws']} support draws per cell (the draws of `benchmarks/carryover.py`), all classes, "
-             f"all of TEST, encoder `{payload.get('encoder', 'minilm')}`"
+             f"Up to {payload['draws']} support draws per cell ({where}, "
+             f"encoder `{payload.get('encoder', 'minilm')}`"
              + (f", refine options `{payload['options']}`" if payload.get("options") else "")
              + ". Δ = paired difference to scikit-learn `LogisticRegression(C=10, max_iter=2000)` on the frozen "
              "embeddings of the same draw; seconds = mean wall time of `refine` (fit, incl. any encoder fine-tune) "
@@ -112,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default="minilm", help="registry name (the baselines use its frozen embeddings)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="passed to refine (JSON values: cache_frozen_bottom=true, default_epochs=4)")
+    ap.add_argument("--selection", type=int, default=0, metavar="N",
+                    help="hold out N TRAIN rows per class as the evaluation set and never read TEST (for choosing)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
@@ -138,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             load = None
         payload = {"method": args.method, "encoder": args.encoder, "options": options, "draws": args.draws,
+                   "selection": args.selection,
                    "complete": complete,
                    "rows": done + rows, "wall_seconds": round(time.perf_counter() - t0, 1), "loadavg": load}
         stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
@@ -146,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for d in args.datasets:
         done += run_dataset(d, args.shots, args.draws, args.method, on_row=write, encoder=args.encoder,
-                            options=options)
+                            options=options, selection=args.selection)
     print(markdown(write([], complete=True)))
     return 0
 
