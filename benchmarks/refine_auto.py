@@ -104,11 +104,11 @@ def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lam
 def markdown(payload: dict) -> str:
     status = "" if payload.get("complete", True) else " (INTERRUPTED: the cells list how many draws ran)"
     selection = payload.get("selection", 0)
-    where = (f"drawn from TRAIN less {selection} held-out rows per class), all classes, evaluated on those held-out "
-             "TRAIN rows (selection mode: TEST is not read)") if selection else \
-        "the draws of `benchmarks/carryover.py`), all classes, all of TEST"
+    drawn, evaluated = (f"drawn from TRAIN less {selection} held-out rows per class",
+                        "evaluated on those held-out TRAIN rows (selection mode: TEST is not read)") if selection else \
+        ("the draws of `benchmarks/carryover.py`", "all of TEST")
     lines = [f"# `refine(\"{payload['method']}\")` through the engine vs the plain baselines{status}", "",
-             f"Up to {payload['draws']} support draws per cell ({where}, "
+             f"Up to {payload['draws']} support draws per cell ({drawn}), all classes, {evaluated}, "
              f"encoder `{payload.get('encoder', 'minilm')}`"
              + (f", refine options `{payload['options']}`" if payload.get("options") else "")
              + ". Δ = paired difference to scikit-learn `LogisticRegression(C=10, max_iter=2000)` on the frozen "
