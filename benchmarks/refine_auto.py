@@ -15,9 +15,9 @@ writes benchmarks/results/refine_auto[_TAG].json and .md. Run with nothing else 
 ``seconds`` column is the fit time on its 2 cores.
 
 ``--selection N`` is the mode for choosing settings (``--method encoder --option ...``) without looking at TEST: N
-rows of every class of TRAIN (a seeded permutation, seed 1) are held out as the evaluation set, the supports are
-drawn from the rest of TRAIN (``sample_shots(rest, all classes, K, 5, seed=0)``, so not the carryover draws) and
-TEST is never read. The baselines are measured on the same held-out rows.
+rows of every class of TRAIN (``sample_shots(TRAIN, all classes, N, 1, seed=1)``) are held out as the evaluation
+set, the supports are drawn from the rest of TRAIN (``sample_shots(rest, all classes, K, 5, seed=0)``, so not the
+carryover draws) and TEST is never read. The baselines are measured on the same held-out rows.
 """
 from __future__ import annotations
 
@@ -45,16 +45,10 @@ CARRYOVER_DRAWS = 5
 
 
 def selection_split(labels: np.ndarray, per_class: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(M,) TRAIN class codes → (pool rows, held-out rows): ``per_class`` rows of every class held out (a seeded
-    permutation within each class), the rest left to draw supports from. Raises when a class has too few rows."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        rows_c = np.flatnonzero(labels == c)
-        if len(rows_c) <= per_class:
-            raise SystemExit(f"class {c} has {len(rows_c)} TRAIN rows: cannot hold out {per_class} of them")
-        held.append(rng.permutation(rows_c)[:per_class])
-    held_rows = np.sort(np.concatenate(held))
+    """(M,) TRAIN class codes → (pool rows, held-out rows): ``per_class`` rows of every class held out (one
+    ``sample_shots`` draw with ``seed``), the rest left to draw supports from. Raises ``InvalidInputError`` when a
+    class has fewer than ``per_class`` rows."""
+    held_rows = np.sort(sample_shots(labels, np.unique(labels), per_class, 1, seed)[0].ravel())
     return np.setdiff1d(np.arange(len(labels)), held_rows), held_rows
 
 
