@@ -22,8 +22,14 @@ def build(minilm, shots):
 
 
 def test_auto_rule_follows_the_label_count(minilm):
-    assert build(minilm, 1).refine("auto") == "linear"
-    assert build(minilm, 3).refine("auto") == "linear"
+    described = FewShotEngine(encoder=minilm)
+    described.add_class("card_lost", examples=CLASSES["card_lost"][:1], description="card lost")
+    for name in ("exchange_rate", "refund"):
+        described.add_class(name, description=name.replace("_", " "))
+    assert described.refine("auto") == "linear"       # most classes described only
+    one_shot = build(minilm, 1)
+    assert one_shot.refine("auto") == "encoder" and one_shot.classifier_name == "linear"
+    assert [p.label for p in one_shot.predict(QUERIES)] == ["card_lost", "exchange_rate", "refund"]
 
 
 @pytest.mark.parametrize("method", ["fusion", "linear", "tip-adapter"])
@@ -204,7 +210,7 @@ def test_engines_saved_before_the_class_relative_default_keep_their_rejection(mi
 
 
 def test_auto_refine_picks_a_method_that_applies_to_an_image_engine(fake_image_encoder):
-    """With >= 4 examples per class 'auto' would fine-tune a text encoder; an image encoder cannot, so it takes the
+    """With labelled examples 'auto' would fine-tune a text encoder; an image encoder cannot, so it takes the
     linear probe instead of raising."""
     from PIL import Image
 

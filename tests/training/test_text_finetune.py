@@ -14,8 +14,11 @@ LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 
 def test_choose_method_rule():
     assert choose_method([0, 0, 0]) == "zero-shot"
-    assert choose_method([1, 1, 0]) == "linear"
-    assert choose_method([2, 3, 2]) == "linear"
+    assert choose_method([1, 0, 0]) == "linear"       # most classes described only: median 0
+    assert choose_method([1, 1, 0]) == "encoder"      # from one labelled example per class (median 1)
+    assert choose_method([2, 3, 2]) == "encoder"
+    assert choose_method([1, 1, 0], can_tune_encoder=False) == "linear"
+    assert choose_method([5]) == "linear"             # one class: nothing for a fine-tune to separate
     assert choose_method([5, 10, 8]) == "encoder"
     assert choose_method([5, 10, 8], can_tune_encoder=False) == "linear"  # image, CLIP, ONNX engines
     with pytest.raises(ValueError):
