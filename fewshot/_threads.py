@@ -10,10 +10,25 @@ BLAS thread until the next block ends (slower at worst, never a different result
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 
 _local = threading.local()
+_controller: tuple[int, object] | None = None   # (len(sys.modules) when built, threadpoolctl.ThreadpoolController)
+
+
+def _blas_controller():
+    """A ``threadpoolctl.ThreadpoolController`` of the loaded libraries, rebuilt only when modules were imported
+    since (one may have loaded another BLAS): building one scans the process's shared libraries (~3 ms), which
+    would otherwise be paid on every open-set or calibration fit."""
+    global _controller
+    from threadpoolctl import ThreadpoolController
+
+    loaded = len(sys.modules)
+    if _controller is None or _controller[0] != loaded:
+        _controller = (loaded, ThreadpoolController())
+    return _controller[1]
 
 
 @contextlib.contextmanager
@@ -22,11 +37,9 @@ def single_threaded_blas() -> Iterator[None]:
     if getattr(_local, "active", False):
         yield
         return
-    from threadpoolctl import threadpool_limits
-
     _local.active = True
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             yield
     finally:
         _local.active = False

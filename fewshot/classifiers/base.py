@@ -153,6 +153,17 @@ class Classifier(ABC):
         a subclass fixes there what its fit chose by its own cross-validation (so each fold does not repeat it)."""
         return self.clone()
 
+    def held_out_scores(self, support: Support, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Leave-one-block-out scores: for each fold ``(block, rest)`` — (b,) indices into ``support.examples()``
+        and an (m,) bool mask of the examples to fit on — the (b, C) scores of the block's examples by a
+        ``clone_for_folds()`` of this classifier fitted on ``rest``. Training-free methods may override it with a
+        closed form that gives the same scores (``PrototypeClassifier``)."""
+        vectors, labels = support.examples()
+        class_vectors, mask = support.class_vectors()
+        return [self.clone_for_folds().fit(ArraySupport(vectors[rest], labels[rest], support.n_classes,
+                                                        class_vectors, mask)).scores(vectors[block])
+                for block, rest in folds]
+
     def state(self) -> dict[str, np.ndarray]:
         """Learned arrays to save with an engine (empty for training-free methods)."""
         return {}

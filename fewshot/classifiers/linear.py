@@ -52,11 +52,17 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, w0: np.ndarray, lam: float, scale: 
         return _fit_logreg(torch, x, y, w0, lam, scale, sample_weight, init, max_iter)
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a``, or a copy of it when it is read-only (the support's cached examples): torch tensors share memory
+    with writable arrays only."""
+    return a if a.flags.writeable else a.copy()
+
+
 def _fit_logreg(torch, x, y, w0, lam, scale, sample_weight, init, max_iter):
     with torch.no_grad():
-        X = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        Y = torch.from_numpy(np.asarray(y, np.int64))
-        W0 = torch.from_numpy(np.ascontiguousarray(w0, np.float32))
+        X = torch.from_numpy(_writable(np.ascontiguousarray(x, np.float32)))
+        Y = torch.from_numpy(_writable(np.asarray(y, np.int64)))
+        W0 = torch.from_numpy(_writable(np.ascontiguousarray(w0, np.float32)))
         sw = torch.ones(len(y)) if sample_weight is None else torch.from_numpy(np.asarray(sample_weight, np.float32))
         sw = sw / sw.sum()
     W = torch.nn.Parameter(W0.clone() if init is None else torch.from_numpy(init[0].copy()))

@@ -75,7 +75,7 @@ class TipAdapterFClassifier(Classifier):
         torch.manual_seed(self.seed)
         with torch_threads(1):
             X = torch.from_numpy(k0.copy())
-            y = torch.from_numpy(self.labels_)
+            y = torch.from_numpy(np.array(self.labels_))   # a copy: the support may hand out read-only labels
             M0, K0 = torch.from_numpy(m0.copy()), torch.from_numpy(k0.copy())
             M, K = torch.nn.Parameter(M0.clone()), torch.nn.Parameter(K0.clone())
             onehot = torch.nn.functional.one_hot(y, C).float()

@@ -29,6 +29,7 @@ from fewshot.engine.predictions import Prediction, build_predictions, check_top_
 from fewshot.errors import EmptyClassError, InvalidInputError, NotFittedError
 from fewshot.index import IndexType, SupportIndex, storage
 from fewshot.openset import OpenSetDetector
+from fewshot.openset.confidence import ScoreCalibration
 from fewshot.templates import prompt_vectors
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ class FewShotEngine(lifecycle.EngineRepr):
         self.metadata: dict = {}  # the application's own JSON-serialisable data, saved and loaded with the engine
         self.keep_examples, self.calibrate = keep_examples, bool(calibrate)  # calibrate: LOO temperature, openset
         self.openset_config: dict = dict(openset or {})   # OpenSetDetector arguments (score, keep, per_class...)
-        self.openset: OpenSetDetector | None = None       # fitted lazily
+        self.openset: OpenSetDetector | None = None       # fitted lazily, when reject=True asks for it
+        self.calibration: ScoreCalibration | None = None  # LOO confidences and temperature, fitted lazily
         self.adaptation: Adaptation | None = None         # fitted lazily from adapt_spec
         self.adapt_spec: tuple[np.ndarray, AdaptMethod, dict] | None = None   # (unlabeled (u, dim), method, options)
         #: texts a refine trained on or picked its epoch count with: open-set calibration skips them (optimistic)
@@ -149,7 +151,7 @@ class FewShotEngine(lifecycle.EngineRepr):
     def _changed(self) -> None:
         self._version += 1
         self._dirty = True
-        self.openset = None
+        self.openset = self.calibration = None
         self.adaptation = None  # refitted lazily from adapt_spec on the changed support
 
     # ------------------------------------------------------------------ classifier, refinement, adaptation
@@ -159,7 +161,7 @@ class FewShotEngine(lifecycle.EngineRepr):
         with self._lock:
             self.classifier = new
             self._dirty = True  # refit on the current (possibly adapted) support, whatever it saw before
-            self.openset = None
+            self.openset = self.calibration = None
 
     def refine(self, method: str = "auto", **options: Any) -> str:
         """Refine as labels arrive; returns the method used.
@@ -180,7 +182,7 @@ class FewShotEngine(lifecycle.EngineRepr):
                     raise InvalidInputError(f"unknown refinement method {method!r}; choose 'auto', one of "
                                             f"{sorted(lifecycle.REFINERS)} or a classifier: {sorted(CLASSIFIERS)}")
                 (new := make_classifier(chosen, **options)).fit(self._support_view())  # may fail: nothing changed
-                self.classifier, self._dirty, self.openset = new, False, None
+                self.classifier, self._dirty, self.openset, self.calibration = new, False, None, None
                 return chosen
         lifecycle.refine_and_swap(self, lifecycle.REFINERS[chosen](snapshot, **options), snapshot)
         return chosen
@@ -233,7 +235,7 @@ class FewShotEngine(lifecycle.EngineRepr):
         construct(OpenSetDetector, "configure_openset", **config)
         with self._lock:
             self.openset_config = dict(config)
-            self.openset = None
+            self.openset = self.calibration = None   # its max_loo_examples / seed choose the LOO folds
 
     def _fitted(self) -> Classifier:
         """The classifier, refitted to the index if anything changed. Call with the lock held."""
@@ -276,28 +278,25 @@ class FewShotEngine(lifecycle.EngineRepr):
             classes = self.index.classes
             queries = self._adapt_queries(queries)
             scores = classifier.scores(queries)
-            values, accepted = self._probabilities(scores), np.ones(len(scores), bool)
-            if reject or self._uses_calibration():
-                confidence, accepted = self._openset().assess(scores, queries, reject=reject)
-                if confidence is not None and self._uses_calibration():
-                    values = confidence
+            values, accepted = lifecycle.shown_scores(self, scores, queries, reject)
         return build_predictions(classes, scores, values, accepted, top_k)
 
     def _probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, C) scores → probabilities: calibrated temperature when available. Call with the lock held."""
         if self._uses_calibration():
-            return self._openset().probabilities(scores)
+            return self._calibration().probabilities(scores)
         return softmax(scores * self.classifier.logit_scale)
 
+    def _calibration(self) -> ScoreCalibration:
+        """The fitted ScoreCalibration (``lifecycle.fit_calibration``). Call with the lock held."""
+        if self.calibration is None:
+            self.calibration = lifecycle.fit_calibration(self)
+        return self.calibration
+
     def _openset(self) -> OpenSetDetector:
-        """The fitted OpenSetDetector (LOO on the support set). Call with the lock held."""
+        """The fitted OpenSetDetector (``lifecycle.fit_openset``). Call with the lock held."""
         if self.openset is None:
-            # calibrate on the adapted space but not on soft-k-means prototypes that saw the held-out examples
-            self._support_view()
-            view = self.adaptation.calibration_view(self.index) if self.adaptation is not None else self.index
-            self.openset = OpenSetDetector(**self.openset_config).fit(
-                view, self.classifier, default_temperature=self.classifier.logit_scale,
-                calibrate_on=self._unseen_by_encoder(), background=lifecycle.background_text(self))
+            self.openset = lifecycle.fit_openset(self, self._calibration())
         return self.openset
 
     def _unseen_by_encoder(self) -> np.ndarray | None:

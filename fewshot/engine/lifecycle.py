@@ -18,7 +18,8 @@ from fewshot.classifiers import Classifier, Support, make_classifier
 from fewshot.errors import InvalidInputError, NotFittedError
 from fewshot.index import IndexType, SupportIndex
 from fewshot.openset import fit_temperature, generic_sentences, loo_scores
-from fewshot.openset.detector import ZERO_SHOT_GENERIC_CONFIDENCE
+from fewshot.openset.confidence import ScoreCalibration
+from fewshot.openset.detector import ZERO_SHOT_GENERIC_CONFIDENCE, OpenSetDetector
 from fewshot.templates import prompt_vectors
 
 if TYPE_CHECKING:
@@ -296,16 +297,68 @@ def _generic_vectors(encoder: Encoder) -> np.ndarray:
     return encoder.encode_text(sentences, show_progress_bar=False)
 
 
-def _needs_openset(engine: Any, openset: bool | None) -> bool:
-    """Call with the classifier fitted: whether to use the open-set detector (``serving``'s ``openset``)."""
-    return bool(openset) or (openset is None and engine._uses_calibration())
+def _calibration_view(engine: Any) -> Support:
+    """The support calibration scores: the adapted space, but not soft-k-means prototypes that saw the held-out
+    examples. Call with the lock held."""
+    engine._support_view()      # fits the adaptation
+    return engine.adaptation.calibration_view(engine.index) if engine.adaptation is not None else engine.index
+
+
+def fit_calibration(engine: Any) -> ScoreCalibration:
+    """The engine's LOO confidences (``fewshot.openset.confidence``), on the open-set detector's LOO settings so
+    that the detector reuses the scores. Call with the lock held."""
+    folds = OpenSetDetector(**engine.openset_config)
+    return ScoreCalibration(folds.max_loo_examples, folds.seed).fit(
+        _calibration_view(engine), engine.classifier, default_temperature=engine.classifier.logit_scale,
+        calibrate_on=engine._unseen_by_encoder())
+
+
+def fit_openset(engine: Any, calibration: ScoreCalibration) -> OpenSetDetector:
+    """The engine's open-set detector, fitted on ``calibration``'s LOO scores. Call with the lock held."""
+    return OpenSetDetector(**engine.openset_config).fit(
+        _calibration_view(engine), engine.classifier, default_temperature=engine.classifier.logit_scale,
+        calibrate_on=engine._unseen_by_encoder(), background=background_text(engine),
+        held_out=calibration.held_out_)
+
+
+def confidence_map(engine: Any) -> ScoreCalibration | OpenSetDetector:
+    """What sets ``Prediction.score`` without rejection: the calibration, or on a small support the detector
+    (``fewshot.openset.confidence``). Call with the lock held."""
+    calibration = engine._calibration()
+    return engine._openset() if calibration.small else calibration
+
+
+def shown_scores(engine: Any, scores: np.ndarray, queries: np.ndarray, reject: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C) classifier scores of the (n, d) queries → ((n, C) values the predictions show, (n,) accepted). With
+    ``reject`` the detector's confidences (acceptance follows the score shown), else the calibration's; softmax
+    probabilities where neither applies. Call with the lock held."""
+    confidence, accepted = None, np.ones(len(scores), bool)
+    if reject:
+        confidence, accepted = engine._openset().assess(scores, queries, reject=True)
+    elif engine._uses_calibration():
+        confidence = confidence_map(engine).confidences(scores, queries)
+    if confidence is not None and engine._uses_calibration():
+        return confidence, accepted
+    return engine._probabilities(scores), accepted
+
+
+def _fitted_for(engine: Any, openset: bool | None) -> bool:
+    """Call with the classifier fitted: whether what a prediction reads besides it (``serving``'s ``openset``) is
+    fitted — the detector for rejection; without it, the calibration when the engine calibrates its scores (and
+    on a small support the detector, which sets the confidences there)."""
+    if openset:
+        return engine.openset is not None
+    if openset is None and engine._uses_calibration():
+        calibration = engine.calibration
+        return calibration is not None and (not calibration.small or engine.openset is not None)
+    return True
 
 
 def ready_to_serve(engine: Any, openset: bool | None) -> bool:
     """Whether predictions can run under the shared (read) lock: classifier, adaptation and, where needed, the
-    open-set detector are fitted to the current support, so serving changes nothing."""
+    calibration and the open-set detector are fitted to the current support, so serving changes nothing."""
     return not engine._dirty and (engine.adapt_spec is None or engine.adaptation is not None) and \
-        (engine.openset is not None or not _needs_openset(engine, openset))
+        _fitted_for(engine, openset)
 
 
 @contextlib.contextmanager
@@ -323,8 +376,10 @@ def serving(engine: Any, openset: bool | None) -> Iterator[None]:
                     return
         with engine._lock:
             engine._fitted()  # first: whether the scores are calibrated depends on the fitted classifier
-            if _needs_openset(engine, openset):
+            if openset:
                 engine._openset()
+            elif openset is None and engine._uses_calibration():
+                confidence_map(engine)
             if last:
                 yield
                 return
@@ -368,8 +423,9 @@ class EngineRepr:
         """What ``Prediction.score`` is in the engine's current state: ``'calibrated'`` (P(top label right | score),
         fitted on the support by leave-one-out), ``'zero-shot: ...'`` (fewer than 5 leave-one-out examples, text
         engines: 0.5 at the rejection threshold, so ``reject=True`` keeps exactly the inputs scored >= 0.5) or
-        ``'softmax: <why not>'``. Fits what a change left stale, as the
-        next prediction would (the open-set fit, when scores are calibrated)."""
+        ``'softmax: <why not>'``, for ``predict(reject=False)`` (with ``reject=True`` a calibrated score is conditioned
+        on the rejection score instead). Fits what a change left stale, as the next prediction would (the
+        calibration, when scores are calibrated)."""
         engine: Any = self
         with serving(engine, openset=None):
             classifier = engine.classifier
@@ -380,11 +436,13 @@ class EngineRepr:
                         "so there are no held-out scores to calibrate on")
             if len(engine.index) > MAX_CALIBRATED_EXAMPLES:
                 return f"softmax: more than {MAX_CALIBRATED_EXAMPLES:,} examples (calibration skipped)"
-            if engine.openset is not None and engine.openset.platt_ is None and \
-                    engine.openset.zero_shot_scale_ is not None:
+            calibration = engine.calibration
+            confidence = engine.openset if calibration is None or calibration.small else calibration
+            if isinstance(confidence, OpenSetDetector) and confidence.platt_ is None and \
+                    confidence.zero_shot_scale_ is not None:
                 return ("zero-shot: too few leave-one-out scores to calibrate on, so the score is 0.5 at the rejection "
                         f"threshold (from how generic text scores) and {ZERO_SHOT_GENERIC_CONFIDENCE:g} at typical "
                         "generic text; not a probability")
-            if engine.openset is None or engine.openset.platt_ is None:
+            if confidence is None or confidence.platt_ is None:
                 return "softmax: too few leave-one-out scores to calibrate on (classes with 2+ examples needed)"
             return "calibrated"

@@ -17,8 +17,10 @@ class Prediction:
 
     The confidence of a label is P(that label is right | its score), calibrated on the support set by
     leave-one-out (``fewshot.openset``): it is comparable across inputs and ranks in-scope above out-of-scope
-    inputs. With fewer than 5 leave-one-out examples on a text engine (a zero-shot engine, one example per class)
-    it is sigmoid-shaped around the rejection threshold (0.5 there: ``reject=True`` keeps the inputs scored
+    inputs. The score it is conditioned on is the classifier score (``fewshot.openset.confidence``), or with
+    ``reject=True`` the rejection score (``fewshot.openset.detector``), so that acceptance follows it.
+    With fewer than 5 leave-one-out examples on a text engine (a zero-shot engine, one example per class) it is
+    sigmoid-shaped around the rejection threshold (0.5 there: ``reject=True`` keeps the inputs scored
     >= 0.5); where neither applies (learned classifiers, no generic text to compare with) it is the softmax
     probability. ``FewShotEngine.score_meaning`` says which, and why. ``FewShotEngine.predict_proba`` always gives
     softmax probabilities that sum to 1."""

@@ -89,6 +89,7 @@ class SupportIndex:
         self._id_to_class: dict[int, str] = {}
         self._tombstones: set[int] = set()           # HNSW only: removed ids still in the graph
         self._next_id = 0
+        self._examples: tuple[np.ndarray, np.ndarray] | None = None   # examples(), until the next change
 
     # ------------------------------------------------------------------ construction
     def _new_faiss_index(self) -> faiss.Index:
@@ -134,6 +135,7 @@ class SupportIndex:
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # not in faiss's stubs
         if len(ids):
             ivf.add_with_ids(stored, ids)
+        self._examples = None
         self.faiss_index = ivf  # swapped in only when complete: a failure above leaves the index as it was
         self._ivf_quantizer = quantizer  # keep the quantizer alive as long as the index
 
@@ -172,7 +174,7 @@ class SupportIndex:
             prompt_vector = check_vectors(as_float_vectors(prompt_vector, "prompt_vector"), self.dim,
                                           "prompt_vector")[0].copy()
         self._classes[name] = ClassEntry(name, description, prompt_vector, np.zeros(self.dim, np.float64))
-        self._order.append(name)
+        self._order.append(name)        # last, without examples: ``examples()`` stays as it is
 
     def set_prompt_vector(self, name: str, prompt_vector: np.ndarray | None) -> None:
         entry = self.entry(name)
@@ -186,12 +188,29 @@ class SupportIndex:
         ids = np.arange(self._next_id, self._next_id + len(vectors), dtype=np.int64)
         self.faiss_index.add_with_ids(vectors, ids)
         self._next_id += len(vectors)
+        self._examples_added(name, vectors)
         entry.vector_sum = entry.vector_sum + vectors.astype(np.float64).sum(0)
         entry.ids.extend(int(i) for i in ids)
         for i in ids:
             self._id_to_class[int(i)] = name
         self._maybe_train()
         return ids
+
+    def _examples_added(self, name: str, vectors: np.ndarray) -> None:
+        """Keep ``examples()`` current when (n, dim) ``vectors`` join class ``name`` (call before its ids grow):
+        the new rows go after the class's last row — one copy of the arrays instead of reading every vector back
+        from FAISS after each change (lossy index types read back what FAISS stores: the cache is dropped)."""
+        if self._examples is None or self.index_type == "ivfpq":
+            self._examples = None
+            return
+        old_vectors, old_labels = self._examples
+        c = self._order.index(name)
+        at = int(np.searchsorted(old_labels, c, side="right"))
+        new_vectors = np.concatenate([old_vectors[:at], vectors, old_vectors[at:]])
+        new_labels = np.concatenate([old_labels[:at], np.full(len(vectors), c, np.int64), old_labels[at:]])
+        new_vectors.setflags(write=False)
+        new_labels.setflags(write=False)
+        self._examples = (new_vectors, new_labels)
 
     def _maybe_train(self) -> None:
         """IVF-PQ auto-training once ``train_size`` vectors are stored (too few for the settings: stay exact)."""
@@ -214,6 +233,7 @@ class SupportIndex:
             k = self.train_size - len(self._id_to_class)  # fill up to train_size, train on those, add the rest
             return np.concatenate([self.add_many(names[:k], vectors[:k]), self.add_many(names[k:], vectors[k:])])
         ids = np.arange(self._next_id, self._next_id + len(vectors), dtype=np.int64)
+        self._examples = None
         self.faiss_index.add_with_ids(vectors, ids)
         self._next_id += len(vectors)
         order = np.argsort(np.asarray(names, dtype=object), kind="stable") if len(names) > 1 else np.arange(1)
@@ -244,6 +264,7 @@ class SupportIndex:
         if len(set(ids)) != len(ids):  # checked before any change: a repeat used to fail half-way through
             raise InvalidInputError("ids contain duplicates; pass each id once")
         vectors = self.reconstruct(ids)
+        self._examples = None
         for i, v in zip(ids, vectors):
             entry = self._classes[self._id_to_class.pop(i)]
             entry.vector_sum = entry.vector_sum - v.astype(np.float64)
@@ -269,8 +290,16 @@ class SupportIndex:
         for i in entry.ids:
             del self._id_to_class[i]
         self._remove_from_faiss(ids)
+        c = self._order.index(name)
         del self._classes[name]
         self._order.remove(name)
+        if self._examples is not None:      # drop the class's rows; the classes after it move up one index
+            old_vectors, old_labels = self._examples
+            keep = old_labels != c
+            new_vectors, new_labels = old_vectors[keep], old_labels[keep] - (old_labels[keep] > c)
+            new_vectors.setflags(write=False)
+            new_labels.setflags(write=False)
+            self._examples = (new_vectors, new_labels)
 
     def reconstruct(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """(n,) ids → (n, dim) stored vectors."""
@@ -322,9 +351,16 @@ class SupportIndex:
         return sims, classes
 
     def examples(self) -> tuple[np.ndarray, np.ndarray]:
-        ids = [i for n in self._order for i in self._classes[n].ids]
-        labels = np.array([c for c, n in enumerate(self._order) for _ in self._classes[n].ids], np.int64)
-        return self.reconstruct(ids), labels
+        """((m, dim) vectors, (m,) class indices), class by class in insertion order: read-only arrays, kept until
+        the next change (calibration reads them several times per fit)."""
+        if self._examples is None:
+            ids = [i for n in self._order for i in self._classes[n].ids]
+            labels = np.array([c for c, n in enumerate(self._order) for _ in self._classes[n].ids], np.int64)
+            vectors = self.reconstruct(ids)
+            vectors.setflags(write=False)
+            labels.setflags(write=False)
+            self._examples = (vectors, labels)
+        return self._examples
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> list[str]:
@@ -366,11 +402,13 @@ class SupportIndex:
         xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(storage.ntotal, self.dim)
         id_map = faiss.vector_to_array(cast(faiss.IndexIDMap2, self.faiss_index).id_map)
         xb[np.isin(id_map, np.fromiter(self._tombstones, np.int64))] = 0.0
+        self._examples = None
 
     def _compact_tombstones_for_save(self) -> None:
         """HNSW: re-add live vectors once (when most of the graph is tombstones), so the graph stays small."""
         ids = np.array(sorted(self._id_to_class), np.int64)
         vectors = self.reconstruct(ids)
+        self._examples = None
         self.faiss_index = self._new_faiss_index()
         if len(ids):
             self.faiss_index.add_with_ids(vectors, ids)

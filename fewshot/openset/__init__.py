@@ -1,5 +1,6 @@
-"""Unknown / out-of-scope rejection: scores, leave-one-out calibration and thresholds (detector), its calibration
-primitives (calibration), the relative Mahalanobis distance (mahalanobis), and thresholds from generic text for
+"""Unknown / out-of-scope rejection: scores, leave-one-out calibration and thresholds (detector), the leave-one-out
+scores everything is fitted on (loo), confidences without rejection (confidence), calibration primitives
+(calibration), the relative Mahalanobis distance (mahalanobis), and thresholds from generic text for
 supports with little or no leave-one-out data (background)."""
 from __future__ import annotations
 

@@ -8,19 +8,46 @@ import numpy as np
 DROP_CONFIDENCE = 0.9       # one-sided confidence of the upper bound that target="drop" keeps within 1 − keep
 
 
-def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.0) -> float:
-    """Logit scale T minimising the NLL of softmax(T·scores) on (m, C) LOO scores; ``default`` if m < 5."""
+def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.0,
+                    bounds: tuple[float, float] = (1.0, 200.0)) -> float:
+    """Logit scale T in ``bounds`` minimising the NLL of softmax(T·scores) on (m, C) LOO scores; ``default`` if
+    m < 5. The NLL is convex in T (a log-sum-exp of lines in T, less a line), so safeguarded Newton steps on its
+    exact first and second derivatives find the minimum in a few passes over the scores (bisection whenever a step
+    would leave the bracket the derivative's sign keeps)."""
     if len(labels) < 5:
         return float(default)
-    from scipy.optimize import minimize_scalar
+    s = np.asarray(scores, np.float64)
+    finite = np.isfinite(s)
+    masked = not finite.all()     # -inf scores (classes a fold cannot score) get probability 0
+    s = np.where(finite, s, 0.0) if masked else s
+    true = s[np.arange(len(labels)), labels]
 
-    def nll(log_t: float) -> float:
-        z = np.exp(log_t) * scores
-        z = z - z.max(1, keepdims=True)
-        return float(-(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(1))).mean())
+    def derivatives(t: float) -> tuple[float, float]:
+        z = np.where(finite, t * s, -np.inf) if masked else t * s
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        mean = (p * s).sum(1)
+        return float((mean - true).mean()), float(((p * s * s).sum(1) - mean * mean).mean())
 
-    result = minimize_scalar(nll, bounds=(np.log(1.0), np.log(200.0)), method="bounded")
-    return float(np.exp(result.x))
+    lo, hi = bounds
+    if derivatives(hi)[0] <= 0:   # still falling at the upper bound (e.g. every LOO example right, by a margin)
+        return float(hi)
+    if derivatives(lo)[0] >= 0:   # already rising at the lower bound (scores that say little)
+        return float(lo)
+    t = float(np.clip(default, lo, hi))
+    for _ in range(100):
+        slope, curvature = derivatives(t)
+        if slope > 0:
+            hi = t
+        else:
+            lo = t
+        step = t - slope / curvature if curvature > 0 else np.inf
+        new = step if lo < step < hi else 0.5 * (lo + hi)
+        if abs(new - t) <= 1e-7 * t or hi - lo <= 1e-7 * t:
+            return float(new)
+        t = new
+    return float(t)
 
 
 def allowed_rejections(n: int, budget: float, confidence: float = DROP_CONFIDENCE) -> int:

@@ -1,7 +1,9 @@
 """Open-set rejection: decide when an input fits none of the registered classes, with no test data.
 
-Everything is estimated on the support set by leave-one-out (LOO): support examples are split into blocks, each
-block is scored by the same classifier fitted on the other examples, as if they were new in-scope inputs (for
+Everything is estimated on the support set by leave-one-out (LOO, ``fewshot.openset.loo``; the engine hands the
+detector the scores its calibration already computed, ``fit(..., held_out=...)``): support examples are split
+into blocks, each block is scored by the same classifier fitted on the other examples, as if they were new
+in-scope inputs (for
 "min-z" the covariances are refitted without each block too; for the other Mahalanobis scores the Mahalanobis
 part is left out one example at a time, in closed form: ``fewshot.openset.mahalanobis``).
 From those LOO scores:
@@ -72,8 +74,7 @@ import numpy as np
 
 from fewshot._core import check_float, check_int, softmax
 from fewshot._threads import single_threaded_blas
-from fewshot.classifiers import make_classifier
-from fewshot.classifiers.base import ArraySupport, Classifier, Support
+from fewshot.classifiers.base import Classifier, Support
 from fewshot.errors import InvalidInputError, UncalibratedRejectionWarning
 from fewshot.openset.background import Background, generic_level, zero_shot_threshold
 from fewshot.openset.calibration import (
@@ -84,6 +85,7 @@ from fewshot.openset.calibration import (
     fit_platt_per_label,
     fit_temperature,
 )
+from fewshot.openset.loo import HeldOut, loo_folds, loo_scores, scores_on_folds, unfitted  # noqa: F401 - re-exported
 from fewshot.openset.mahalanobis import RelativeMahalanobis, fit_rows, fold_grams
 
 OODScore = Literal["max-score", "msp", "energy", "class-relative", "mahalanobis", "class-relative+mahalanobis",
@@ -99,81 +101,6 @@ SMALL_SUPPORT_PRIOR = 5     # ... of the LOO one and the zero-shot one, which co
                             # (chosen leave-one-data-set-out on small apps: benchmarks/openset_small.py)
 RejectTarget = Literal["coverage", "accuracy", "drop"]
 TARGETS: tuple[str, ...] = get_args(RejectTarget)
-
-
-def loo_folds(support: Support, max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
-              only: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Leave-one-block-out folds over ``support.examples()``: [((b,) indices scored, (n,) bool mask fitted on)].
-
-    Only examples whose class keeps another example, or has a prompt vector, are scored (else the class would
-    vanish when they are held out); ``only`` — an (n,) bool mask over ``support.examples()`` — restricts the
-    scored ones further (e.g. to examples a fine-tuned encoder never trained on). At most ``max_examples`` are
-    scored."""
-    _, labels = support.examples()
-    _, mask = support.class_vectors()
-    counts = np.bincount(labels, minlength=support.n_classes)
-    keep = (counts[labels] >= 2) | mask[labels]
-    if only is not None:
-        only = np.asarray(only, bool)
-        if only.shape != labels.shape:
-            raise InvalidInputError(f"only must be a ({len(labels)},) bool mask, got shape {only.shape}")
-        keep &= only
-    eligible = np.flatnonzero(keep)
-    if len(eligible) == 0:
-        return []
-    rng = np.random.default_rng(seed)
-    if len(eligible) > max_examples:
-        eligible = rng.choice(eligible, max_examples, replace=False)
-    folds = []
-    for block in np.array_split(rng.permutation(eligible), max(1, min(n_blocks, len(eligible)))):
-        rest = np.ones(len(labels), bool)
-        rest[block] = False
-        # a class may lose all its examples in this block while others of it exist: keep one back
-        lost = np.setdiff1d(labels[block], labels[rest])
-        for c in lost:
-            if not mask[c]:
-                first = block[labels[block] == c][0]
-                rest[first] = True
-                block = block[block != first]
-        if len(block) and rest.any():  # a fold with nothing left to fit on cannot be scored (e.g. by logreg)
-            folds.append((block, rest))
-    return folds
-
-
-def loo_scores(support: Support, classifier: Classifier | str, classifier_config: dict | None = None,
-               max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,
-               only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-block-out scores of support examples: ((m, C) scores, (m,) true class indices).
-
-    Each block of ``loo_folds`` is scored by a clone of ``classifier`` (an instance, or a registered name built
-    with ``classifier_config``) fitted on the other examples."""
-    folds = loo_folds(support, max_examples, n_blocks, seed, only)
-    scores, truth, _ = _scores_on_folds(support, classifier, classifier_config, folds)
-    return scores, truth
-
-
-def _unfitted(classifier: Classifier | str, config: dict | None) -> Classifier:
-    """A fresh classifier for one fold: a live one's ``clone_for_folds()``, or a registered name built from
-    ``config``."""
-    if isinstance(classifier, Classifier):
-        return classifier.clone_for_folds()
-    return make_classifier(classifier, **(config or {}))
-
-
-def _scores_on_folds(support: Support, classifier: Classifier | str, classifier_config: dict | None,
-                     folds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """((m, C) held-out scores, (m,) true classes, (m,) example indices) over ``folds``."""
-
-    if not folds:
-        return np.zeros((0, support.n_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    vectors, labels = support.examples()
-    class_vectors, mask = support.class_vectors()
-    scores = []
-    for block, rest in folds:
-        fold = ArraySupport(vectors[rest], labels[rest], support.n_classes, class_vectors, mask)
-        scores.append(_unfitted(classifier, classifier_config).fit(fold).scores(vectors[block]))
-    index = np.concatenate([block for block, _ in folds])
-    return np.concatenate(scores), labels[index], index
 
 
 class OpenSetDetector:
@@ -220,20 +147,27 @@ class OpenSetDetector:
 
     def fit(self, support: Support, classifier: Classifier | str = "prototype",
             classifier_config: dict | None = None, default_temperature: float = 20.0,
-            calibrate_on: np.ndarray | None = None, background: Background = None) -> OpenSetDetector:
+            calibrate_on: np.ndarray | None = None, background: Background = None,
+            held_out: HeldOut | None = None) -> OpenSetDetector:
         """Fit temperature and thresholds from LOO scores of the support set. ``calibrate_on``: (n,) bool mask over
         ``support.examples()``, the examples to score (default all). ``background``: (m, d) vectors of generic text
         (``generic_sentences()`` embedded like queries), or a callable returning them (called only when needed):
         the threshold when there are fewer than 5 LOO examples; without it there is then no rejection, and
-        ``accept`` warns. Runs with one BLAS thread (``fewshot._threads``): small matrices, busy machines."""
+        ``accept`` warns. ``held_out``: the LOO data already computed for this support, classifier, mask and the
+        detector's ``max_loo_examples`` / ``seed`` (e.g. by ``ScoreCalibration``), so it is not scored twice. Runs
+        with one BLAS thread (``fewshot._threads``): small matrices, busy machines."""
         with single_threaded_blas():
-            return self._fit(support, classifier, classifier_config, default_temperature, calibrate_on, background)
+            return self._fit(support, classifier, classifier_config, default_temperature, calibrate_on, background,
+                             held_out)
 
     def _fit(self, support: Support, classifier: Classifier | str, classifier_config: dict | None,
-             default_temperature: float, calibrate_on: np.ndarray | None, background: Background) -> OpenSetDetector:
+             default_temperature: float, calibrate_on: np.ndarray | None, background: Background,
+             held_out: HeldOut | None) -> OpenSetDetector:
         self.support = support
-        folds = loo_folds(support, self.max_loo_examples, seed=self.seed, only=calibrate_on)
-        scores, truth, index = _scores_on_folds(support, classifier, classifier_config, folds)
+        if held_out is None:
+            held_out = HeldOut.fit(support, classifier, classifier_config, self.max_loo_examples, self.seed,
+                                   calibrate_on)
+        folds, scores, truth, index = held_out.folds, held_out.scores, held_out.truth, held_out.index
         self.temperature_ = fit_temperature(scores, truth, default_temperature)
         self.threshold_, self.class_thresholds_, self.platt_, self.class_offsets_ = -np.inf, None, None, None
         self.mahalanobis_, self.scales_, self.typical_mahalanobis_ = None, (1.0, 1.0), 0.0
@@ -267,10 +201,11 @@ class OpenSetDetector:
         elif score in NEEDS_QUERIES:
             # (m, C) LOO class scores: in closed form for examples in the fit; outside it (a large support) new
             assert self.mahalanobis_ is not None and self.mahalanobis_.counts is not None
-            held_out = self.mahalanobis_.class_scores(vectors[index])
+            class_parts = self.mahalanobis_.class_scores(vectors[index])
             inside = fitted[index]
-            held_out[inside] = self.mahalanobis_.leave_one_out_scores(vectors[index[inside]], labels[index[inside]])
-            part = held_out[np.arange(len(index)), predicted] if score == "mahalanobis" else held_out.max(1)
+            class_parts[inside] = self.mahalanobis_.leave_one_out_scores(vectors[index[inside]],
+                                                                         labels[index[inside]])
+            part = class_parts[np.arange(len(index)), predicted] if score == "mahalanobis" else class_parts.max(1)
             self.typical_mahalanobis_ = float(part[correct].mean()) if correct.any() else 0.0
             part = np.where(self.mahalanobis_.counts[predicted] > 0, part, self.typical_mahalanobis_)
             if score == "mahalanobis":
@@ -319,7 +254,7 @@ class OpenSetDetector:
         vectors = background() if callable(background) else background
         if vectors is None:
             return False
-        fitted = _unfitted(classifier, classifier_config).fit(support)
+        fitted = unfitted(classifier, classifier_config).fit(support)
         prior, _ = zero_shot_threshold(fitted, support, vectors)
         if prior is None:
             return False

@@ -113,6 +113,41 @@ def test_predictions_run_in_parallel_under_the_shared_side_and_refit_nothing_wit
     assert len(fits) == n  # nothing was refitted: the support did not change
 
 
+def test_a_change_then_a_prediction_without_rejection_fits_no_open_set_detector(monkeypatch):
+    """On a large support the first ``predict(reject=False)`` after a change fits only the LOO calibration (no
+    covariances): the detector is fitted when rejection is first asked for, on the same LOO scores."""
+    from fewshot.openset import loo
+    from fewshot.openset.detector import OpenSetDetector
+
+    rng = np.random.default_rng(0)
+    eng = FewShotEngine(FakeTextEncoder())
+    centres = unit(rng, 7)
+
+    def around(c):      # 12 vectors near centre c: neighbouring classes overlap, so LOO makes mistakes
+        x = centres[c] + 0.35 * rng.standard_normal((12, centres.shape[1]))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    for c in range(6):
+        eng.add_class(f"c{c}", vectors=around(c))
+    detector_fits, loo_fits = [], []
+    real_fit, real_held_out = OpenSetDetector.fit, loo.HeldOut.fit.__func__
+    monkeypatch.setattr(OpenSetDetector, "fit", lambda self, *a, **k: (detector_fits.append(1),
+                                                                       real_fit(self, *a, **k))[1])
+    monkeypatch.setattr(loo.HeldOut, "fit", classmethod(lambda cls, *a, **k: (loo_fits.append(1),
+                                                                              real_held_out(cls, *a, **k))[1]))
+    queries = unit(rng, 5)
+    eng.add_class("late", vectors=around(6))
+    plain = eng.predict_vectors(queries)
+    assert eng.score_meaning == "calibrated"
+    assert not detector_fits and len(loo_fits) == 1 and eng.openset is None
+    rejecting = eng.predict_vectors(queries, reject=True)
+    assert len(detector_fits) == 1 and len(loo_fits) == 1        # the detector read the calibration's scores
+    assert [p.label for p in plain] == [p.label if p.label is not None else q.label
+                                        for p, q in zip(rejecting, plain)]
+    assert eng.predict_vectors(queries) == plain                  # and nothing refits without a change
+    assert len(loo_fits) == 1
+
+
 def test_a_learned_classifier_from_the_constructor_serves_its_first_prediction():
     """The first prediction fits the classifier before asking whether its scores are calibrated (a learned
     classifier has no state to ask about until it is fitted)."""

@@ -110,3 +110,38 @@ def test_load_rejects_version_and_corruption(tmp_path):
     (tmp_path / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(CorruptIndexError):
         SupportIndex.load(tmp_path)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_examples_stay_what_faiss_holds_through_any_changes(index_type):
+    """``examples()`` is cached and updated in place on add / remove: after every step it equals reading every
+    vector back from FAISS, and the arrays it hands out cannot be written to."""
+    rng = np.random.default_rng(5)
+    index, _ = build(index_type, n_classes=4, per_class=3)
+
+    def read_back():
+        ids = [i for n in index.classes for i in index.entry(n).ids]
+        labels = np.array([c for c, n in enumerate(index.classes) for _ in index.entry(n).ids], np.int64)
+        return index.reconstruct(ids), labels
+
+    index.examples()
+    for step in range(60):
+        action = rng.integers(0, 4)
+        if action == 0 or index.n_classes < 2:
+            name = f"new{step}"
+            index.add_class(name)
+            if rng.random() < 0.7:
+                index.add_vectors(name, unit_rows(rng.normal(size=(int(rng.integers(1, 4)), 16))))
+        elif action == 1:
+            index.add_vectors(str(rng.choice(index.classes)), unit_rows(rng.normal(size=(2, 16))))
+        elif action == 2:
+            index.remove_class(str(rng.choice(index.classes)))
+        else:
+            ids = [i for n in index.classes for i in index.entry(n).ids]
+            if len(ids) > 1:
+                index.remove_ids([int(rng.choice(ids))])
+        vectors, labels = index.examples()
+        expected_vectors, expected_labels = read_back()
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_array_equal(vectors, expected_vectors)
+        assert not vectors.flags.writeable and not labels.flags.writeable
