@@ -88,13 +88,13 @@ def test_encoder_refine_calibrates_open_set_on_examples_it_did_not_train_on(mini
     assert mask.sum() == 6 and [x for x, m in zip(sum(eng.raw_examples.values(), []), mask) if m] == \
         [t for texts in CLASSES.values() for t in texts[-2:]]
     calls = []
-    real_folds = __import__("fewshot.openset.detector", fromlist=["loo_folds"]).loo_folds
+    real_folds = __import__("fewshot.openset.loo", fromlist=["loo_folds"]).loo_folds
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("only"))
         return real_folds(*args, **kwargs)
 
-    monkeypatch.setattr("fewshot.openset.detector.loo_folds", spy)
+    monkeypatch.setattr("fewshot.openset.loo.loo_folds", spy)   # the folds the calibration and the detector share
     eng._changed()
     preds = eng.predict(QUERIES + ["what's the weather like in Lisbon tomorrow"], reject=True)
     assert calls and calls[-1] is not None and calls[-1].sum() == 6
