@@ -49,8 +49,9 @@ class PrototypeClassifier(Classifier):
         """``Classifier.held_out_scores`` in closed form: each fold's prototypes are the support's class sums less
         the sums of the examples it leaves out ((C, d) per fold instead of a refit over all m examples), so that
         calibrating a large support after a change costs a few milliseconds. Same scores as the refits up to float
-        rounding (tested); subclasses that change the fit or the scoring get the generic refits."""
-        if type(self)._fit is not PrototypeClassifier._fit or type(self)._scores is not PrototypeClassifier._scores:
+        rounding (tested); subclasses get the generic refits. On a trained IVF-PQ index the class sums are the exact
+        ones while the left-out vectors are read back compressed (a refit would use compressed vectors throughout)."""
+        if type(self) not in (PrototypeClassifier, SimpleShotClassifier):   # a subclass may fit or score otherwise
             return super().held_out_scores(support, folds)
         vectors, labels = support.examples()
         class_vectors, has_vector = support.class_vectors()
@@ -71,6 +72,7 @@ class PrototypeClassifier(Classifier):
             one_hot[labels[left_out], np.arange(len(left_out))] = 1.0
             fold_sums = sums - one_hot @ left                                 # (C, d) sums of ``rest``
             fold_counts = counts - one_hot.sum(1)
+            fold_sums[fold_counts == 0] = 0.0      # exactly: a rounding residual would normalise to a direction
             if self.center and fold_counts.sum() > 0:
                 mean = fold_sums.sum(0) / fold_counts.sum()
                 prototypes = (fold_sums + prior) / np.maximum(fold_counts + weight, 1e-12)[:, None] - mean

@@ -14,9 +14,12 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray, default: float = 20.
     m < 5. The NLL is convex in T (a log-sum-exp of lines in T, less a line), so safeguarded Newton steps on its
     exact first and second derivatives find the minimum in a few passes over the scores (bisection whenever a step
     would leave the bracket the derivative's sign keeps)."""
+    s = np.asarray(scores, np.float64)
+    labels = np.asarray(labels)
+    known = np.isfinite(s[np.arange(len(labels)), labels])   # a true class the fold could not score says nothing
+    s, labels = s[known], labels[known]
     if len(labels) < 5:
         return float(default)
-    s = np.asarray(scores, np.float64)
     finite = np.isfinite(s)
     masked = not finite.all()     # -inf scores (classes a fold cannot score) get probability 0
     s = np.where(finite, s, 0.0) if masked else s

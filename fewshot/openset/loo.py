@@ -31,7 +31,10 @@ class HeldOut:
             max_examples: int = 2000, seed: int = 0, only: np.ndarray | None = None) -> HeldOut:
         """``loo_folds`` of ``support`` (its arguments) scored by ``classifier`` (``scores_on_folds``)."""
         folds = loo_folds(support, max_examples, seed=seed, only=only)
-        return cls(folds, *scores_on_folds(support, classifier, classifier_config, folds))
+        arrays = scores_on_folds(support, classifier, classifier_config, folds)
+        for array in arrays:        # shared by the calibration and the detector: neither may change them
+            array.setflags(write=False)
+        return cls(folds, *arrays)
 
 
 def loo_folds(support: Support, max_examples: int = 2000, n_blocks: int = 10, seed: int = 0,

@@ -87,3 +87,11 @@ def test_bad_settings_are_typed_errors():
         ScoreCalibration(max_loo_examples=0)
     with pytest.raises(InvalidInputError):
         ScoreCalibration(seed=-1)
+
+
+def test_rows_whose_true_class_could_not_be_scored_do_not_move_the_temperature(rng):
+    logits = rng.normal(size=(80, 5)) * 0.3
+    labels = logits.argmax(1)
+    with_unscorable = np.vstack([logits, np.tile([-np.inf, 0.9, 0.0, 0.0, 0.0], (20, 1))])
+    both = np.r_[labels, np.zeros(20, int)]
+    assert fit_temperature(with_unscorable, both) == pytest.approx(fit_temperature(logits, labels), rel=1e-9)

@@ -76,3 +76,26 @@ def test_an_index_and_its_arrays_give_the_same_held_out_scores(rng):
     a = HeldOut.fit(index, "prototype", seed=0)
     b = HeldOut.fit(support, "prototype", seed=0)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_a_described_class_left_out_whole_scores_as_a_refit_does(rng, center):
+    """A class with a description may lose every example to one block; with prior_weight 0 its fold prototype is
+    then exactly zero (a rounding residual of the class sums would normalise into a random direction)."""
+    labels = np.repeat(np.arange(4), [5, 4, 3, 5])
+    vectors = unit_rows(rng.normal(size=(len(labels), 32)))
+    support = ArraySupport(vectors, labels, 4, unit_rows(rng.normal(size=(4, 32))), np.array([True, False, False,
+                                                                                            False]))
+    for trial in range(20):
+        rest = np.ones(len(labels), bool)
+        block = np.r_[np.flatnonzero(labels == 0), rng.choice(np.flatnonzero(labels != 0), 2, replace=False)]
+        rest[block] = False
+        folds = [(rng.permutation(block), rest)]
+        classifier = make_classifier("prototype", prior_weight=0.0, center=center)
+        np.testing.assert_allclose(classifier.held_out_scores(support, folds)[0],
+                                   Classifier.held_out_scores(classifier, support, folds)[0], atol=1e-5)
+
+
+def test_held_out_arrays_are_read_only(rng):
+    held = HeldOut.fit(uneven_support(rng), "prototype")
+    assert not any(a.flags.writeable for a in (held.scores, held.truth, held.index))
