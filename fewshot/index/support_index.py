@@ -207,10 +207,14 @@ class SupportIndex:
         c = self._order.index(name)
         at = int(np.searchsorted(old_labels, c, side="right"))
         new_vectors = np.concatenate([old_vectors[:at], vectors, old_vectors[at:]])
-        new_labels = np.concatenate([old_labels[:at], np.full(len(vectors), c, np.int64), old_labels[at:]])
-        new_vectors.setflags(write=False)
-        new_labels.setflags(write=False)
-        self._examples = (new_vectors, new_labels)
+        self._keep_examples(new_vectors,
+                            np.concatenate([old_labels[:at], np.full(len(vectors), c, np.int64), old_labels[at:]]))
+
+    def _keep_examples(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        """Cache (m, dim) ``vectors`` and (m,) ``labels`` as ``examples()``, read-only (callers share them)."""
+        vectors.setflags(write=False)
+        labels.setflags(write=False)
+        self._examples = (vectors, labels)
 
     def _maybe_train(self) -> None:
         """IVF-PQ auto-training once ``train_size`` vectors are stored (too few for the settings: stay exact)."""
@@ -296,10 +300,7 @@ class SupportIndex:
         if self._examples is not None:      # drop the class's rows; the classes after it move up one index
             old_vectors, old_labels = self._examples
             keep = old_labels != c
-            new_vectors, new_labels = old_vectors[keep], old_labels[keep] - (old_labels[keep] > c)
-            new_vectors.setflags(write=False)
-            new_labels.setflags(write=False)
-            self._examples = (new_vectors, new_labels)
+            self._keep_examples(old_vectors[keep], old_labels[keep] - (old_labels[keep] > c))
 
     def reconstruct(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """(n,) ids → (n, dim) stored vectors."""
@@ -356,11 +357,8 @@ class SupportIndex:
         if self._examples is None:
             ids = [i for n in self._order for i in self._classes[n].ids]
             labels = np.array([c for c, n in enumerate(self._order) for _ in self._classes[n].ids], np.int64)
-            vectors = self.reconstruct(ids)
-            vectors.setflags(write=False)
-            labels.setflags(write=False)
-            self._examples = (vectors, labels)
-        return self._examples
+            self._keep_examples(self.reconstruct(ids), labels)
+        return cast(tuple, self._examples)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> list[str]:
