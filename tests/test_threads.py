@@ -35,3 +35,45 @@ def test_a_block_in_another_thread_leaves_the_setting_as_it_was():
     worker.join(10)
     assert seen == [{1}]
     assert blas_threads() == before
+
+
+def test_side_by_side_keeps_the_order_and_runs_on_two_threads(monkeypatch):
+    import fewshot._threads as threads
+
+    monkeypatch.setattr(threads, "default_threads", lambda: 2)
+    names: set[str] = set()
+    both_started = threading.Barrier(2, timeout=10)
+
+    def work(i: int) -> int:
+        names.add(threading.current_thread().name)
+        if i < 2:
+            both_started.wait()                             # fails (BrokenBarrierError) unless two run at once
+        return i * i
+
+    assert threads.map_side_by_side(work, range(7)) == [i * i for i in range(7)]
+    assert len(names) == 2 and threading.current_thread().name not in names
+
+
+def test_side_by_side_on_one_thread_runs_in_the_caller(monkeypatch):
+    import fewshot._threads as threads
+
+    monkeypatch.setattr(threads, "default_threads", lambda: 1)
+    names: list[str] = []
+    assert threads.map_side_by_side(lambda i: names.append(threading.current_thread().name) or -i, [1, 2]) == [-1, -2]
+    assert names == [threading.current_thread().name] * 2
+    assert threads.map_side_by_side(abs, []) == []
+
+
+def test_class_sums_equal_adding_each_row(rng):
+    import numpy as np
+
+    from fewshot._core import class_sums
+
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.choice([0, 2, 3], size=40)                     # classes 1 and 4 have no rows
+    expected = np.zeros((5, 5))
+    np.add.at(expected, y, x.astype(np.float64))
+    sums = class_sums(x, y, 5)
+    assert sums.dtype == np.float64 and np.allclose(sums, expected, atol=1e-12)
+    assert (sums[[1, 4]] == 0).all()
+    assert class_sums(np.zeros((0, 5), np.float32), np.zeros(0, np.int64), 3).shape == (3, 5)

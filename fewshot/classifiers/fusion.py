@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fewshot._core import class_sums
 from fewshot.classifiers.base import Classifier, Support
 from fewshot.errors import InvalidInputError, NotFittedError
 
@@ -181,8 +182,7 @@ class FusionClassifier(Classifier):
         if len(self.labels_) == 0 and not self.has_text_.any():
             raise NotFittedError("fusion needs examples or class names/descriptions; the support has neither")
         self.counts_ = np.bincount(self.labels_, minlength=C).astype(np.float64)
-        sums = np.zeros((C, support.dim), np.float64)
-        np.add.at(sums, self.labels_, self.keys_.astype(np.float64))
+        sums = class_sums(self.keys_, self.labels_, C)
         self.sums_ = sums
         self.sum_sq_ = (sums * sums).sum(1)
         self.sum_dot_t_ = (sums * self.text_.astype(np.float64)).sum(1)

@@ -31,8 +31,9 @@ d²₋ᵢ is rescaled by (1 + 1/n)/(1 + 1/(n − 1)) to put LOO scores on the de
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cho_factor, solve_triangular
+from scipy.linalg import cholesky, solve_triangular
 
+from fewshot._core import class_sums
 from fewshot.errors import InvalidInputError
 
 MIN_RESIDUALS = 10     # within-class residual vectors needed to estimate the shared covariance
@@ -72,16 +73,19 @@ class RelativeMahalanobis:
         if gram is None:
             gram = vectors.T @ vectors
         self.counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-        sums = _class_sums(vectors, labels, self.counts)
+        sums = class_sums(vectors, labels, n_classes)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / self.counts[:, None]                          # NaN rows for empty classes
         filled = np.nan_to_num(means)
         self._center = vectors.mean(0)
         # scatter of the residuals from the gram: Σ (x − μ_c)(x − μ_c)ᵀ = Σ x xᵀ − Σ_c n_c μ_c μ_cᵀ
-        within, alpha = ledoit_wolf_from_scatter(gram - (filled.T * self.counts) @ filled,
-                                                 _fourth_moment(vectors - filled[labels]), n)
-        background, alpha0 = ledoit_wolf_from_scatter(gram - n * np.outer(self._center, self._center),
-                                                      _fourth_moment(vectors - self._center), n)
+        norms = np.einsum("ij,ij->i", vectors, vectors)                # (n,) |x|²
+        within, alpha = ledoit_wolf_from_scatter(
+            gram - (filled.T * self.counts) @ filled,
+            _fourth_moment(norms, np.einsum("ij,ij->i", vectors, filled[labels]), (filled ** 2).sum(1)[labels]), n)
+        background, alpha0 = ledoit_wolf_from_scatter(
+            gram - n * np.outer(self._center, self._center),
+            _fourth_moment(norms, vectors @ self._center, float(self._center @ self._center)), n)
         self._within, self._background = _cholesky(within), _cholesky(background)
         self._white_means = _whiten(self._within, filled)
         self._downdate = ((1.0 - alpha) / n, (1.0 - alpha0) / n)
@@ -196,27 +200,19 @@ def ledoit_wolf_from_scatter(scatter: np.ndarray, fourth_moment: float, n: int) 
     return shrunk, float(shrinkage)
 
 
-def _class_sums(vectors: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(n, d) vectors, (n,) class indices and (C,) counts → (C, d) per-class sums (zero rows for empty classes)."""
-    sums = np.zeros((len(counts), vectors.shape[1]))
-    present = counts > 0
-    if present.any():
-        starts = (np.cumsum(counts) - counts).astype(np.int64)
-        sums[present] = np.add.reduceat(vectors[np.argsort(labels, kind="stable")], starts[present], axis=0)
-    return sums
-
-
-def _fourth_moment(rows: np.ndarray) -> float:
-    """Σ_i ||x_i||⁴ over (n, d) rows."""
-    return float(((rows ** 2).sum(1) ** 2).sum())
+def _fourth_moment(norms: np.ndarray, dots: np.ndarray, mean_norms: np.ndarray | float) -> float:
+    """Σ_i ||x_i − μ_i||⁴ from (n,) |x_i|², (n,) x_i·μ_i and |μ_i|² ((n,) or one number), i.e. of the residuals
+    without forming them: a fresh (n, d) residual array costs more in page faults than the arithmetic."""
+    return float((np.maximum(norms - 2.0 * dots + mean_norms, 0.0) ** 2).sum())
 
 
 def _cholesky(covariance: np.ndarray) -> np.ndarray:
     """(d, d) symmetric positive semi-definite matrix → lower Cholesky factor of it plus a small ridge (1e-6 of
     the mean variance, or 1e-6 when all variances are 0: identical vectors)."""
     ridge = 1e-6 * (float(np.trace(covariance)) / len(covariance) or 1.0)
-    factor, _ = cho_factor(covariance + ridge * np.eye(len(covariance)), lower=True)
-    return np.tril(factor)
+    shifted = covariance.copy()
+    shifted.flat[:: len(covariance) + 1] += ridge
+    return cholesky(shifted, lower=True, check_finite=False)   # inputs are checked finite where they enter
 
 
 def _whiten(lower: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -83,3 +83,28 @@ def test_open_set_folds_reuse_the_chosen_strength_instead_of_cross_validating_ag
     det = OpenSetDetector(score="max-score").fit(support, clf)
     n_folds = 10                                                   # loo_folds' default blocks
     assert det.threshold_source_ == "loo" and len(fits) == n_folds
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_held_out_scores_side_by_side_equal_the_generic_refits(rng, monkeypatch, threads):
+    """The probe's own held_out_scores (folds fitted side by side at lam_) gives the scores of one
+    clone_for_folds() refit per fold, in fold order; an unfitted probe takes the generic path."""
+    import fewshot._threads
+    from fewshot.classifiers.base import Classifier
+    from fewshot.openset.loo import loo_folds
+
+    monkeypatch.setattr(fewshot._threads, "default_threads", lambda: threads)
+    v, y, t, _, _ = clustered(rng)
+    support = ArraySupport(v, y, 6, t)
+    clf = LinearProbeClassifier().fit(support)
+    folds = loo_folds(support)
+    assert len(folds) > 2
+    ours = clf.held_out_scores(support, folds)
+    generic = Classifier.held_out_scores(clf, support, folds)
+    assert [s.shape for s in ours] == [(len(block), 6) for block, _ in folds]
+    for a, b in zip(ours, generic):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    unfitted = LinearProbeClassifier()
+    seen = []
+    monkeypatch.setattr(Classifier, "held_out_scores", lambda self, s, f: seen.append(self) or [])
+    assert unfitted.held_out_scores(support, folds) == [] and seen == [unfitted]
