@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import math
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,18 +132,32 @@ def default_threads() -> int:
     return 1 if busy else max(1, min(2, cores))
 
 
+_torch_threads_lock = threading.Lock()
+_torch_threads_open: list[tuple[object, int]] = []   # (block token, count it asked for) of the blocks open now
+_torch_threads_saved = [1]                            # the count from before the first open block
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)`` and restore the previous count after it; ``None`` leaves
-    the count as it is. The one place fewshot changes torch's thread count."""
+    """Run the block with ``torch.set_num_threads(n)``; ``None`` leaves the count as it is. The one place fewshot
+    changes torch's thread count, which is process-wide: blocks open in several threads at once (fold fits side by
+    side, two engines fitting) share one record. When a block ends, the count becomes what the most recently
+    opened block still open asked for, and the count from before the first of them once none is open (a plain
+    save-and-restore per block would leave whichever count the last block to save had seen)."""
     if n is None:
         yield
         return
     import torch
 
-    saved = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    token = object()
+    with _torch_threads_lock:
+        if not _torch_threads_open:
+            _torch_threads_saved[0] = torch.get_num_threads()
+        _torch_threads_open.append((token, max(1, int(n))))
+        torch.set_num_threads(_torch_threads_open[-1][1])
     try:
         yield
     finally:
-        torch.set_num_threads(saved)
+        with _torch_threads_lock:
+            _torch_threads_open[:] = [entry for entry in _torch_threads_open if entry[0] is not token]
+            torch.set_num_threads(_torch_threads_open[-1][1] if _torch_threads_open else _torch_threads_saved[0])

@@ -77,3 +77,46 @@ def test_class_sums_equal_adding_each_row(rng):
     assert sums.dtype == np.float64 and np.allclose(sums, expected, atol=1e-12)
     assert (sums[[1, 4]] == 0).all()
     assert class_sums(np.zeros((0, 5), np.float32), np.zeros(0, np.int64), 3).shape == (3, 5)
+
+
+def test_torch_threads_restores_after_nested_and_overlapping_blocks():
+    """Nested blocks put back the enclosing block's count; blocks overlapping in two threads leave the count from
+    before the first of them once both ended, whichever ends first (a per-block save-and-restore would leave 1)."""
+    import torch
+
+    from fewshot._core import torch_threads
+
+    before = torch.get_num_threads()
+    outer = before + 1
+    with torch_threads(outer):
+        assert torch.get_num_threads() == outer
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == outer
+    assert torch.get_num_threads() == before
+
+    a_entered, b_entered, a_left = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def a() -> None:
+        with torch_threads(1):
+            a_entered.set()
+            b_entered.wait(10)
+        a_left.set()
+
+    def b() -> None:
+        a_entered.wait(10)
+        with torch_threads(1):                 # saves nothing of its own: A's block is still open
+            b_entered.set()
+            a_left.wait(10)
+            seen["inside_b_after_a"] = torch.get_num_threads()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"inside_b_after_a": 1}
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
