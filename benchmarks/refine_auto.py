@@ -18,6 +18,11 @@ writes benchmarks/results/refine_auto[_TAG].json and .md. Run with nothing else 
 rows of every class of TRAIN (``sample_shots(TRAIN, all classes, N, 1, seed=1)``) are held out as the evaluation
 set, the supports are drawn from the rest of TRAIN (``sample_shots(rest, all classes, K, 5, seed=0)``, so not the
 carryover draws) and TEST is never read. The baselines are measured on the same held-out rows.
+
+``--adapt METHOD`` (e.g. ``anchored-kmeans``) adds the transductive setting: after ``refine`` (and its accuracy),
+``adapt(METHOD)`` on the evaluation inputs as the unlabeled pool (TEST's inputs, never its labels; the held-out
+TRAIN rows with ``--selection``), scored by the classifier refine left and by each of ``ADAPT_CLASSIFIERS`` on the
+adapted support.
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carryover import DATASETS  # noqa: E402 - the same data sets and splits
 
 BASELINES = ("logreg", "prototype")
+#: with --adapt, the classifiers scored on the adapted support besides the one refine left (which is also scored)
+ADAPT_CLASSIFIERS = ("prototype", "linear")
 #: how many draws benchmarks/carryover.py makes; a run with --draws R uses the first R of them
 CARRYOVER_DRAWS = 5
 
@@ -53,7 +60,8 @@ def selection_split(labels: np.ndarray, per_class: int, seed: int = 1) -> tuple[
 
 
 def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lambda rows: None,
-                encoder: str = "minilm", options: dict | None = None, selection: int = 0) -> list[dict]:
+                encoder: str = "minilm", options: dict | None = None, selection: int = 0,
+                adapt: str | None = None) -> list[dict]:
     train, test = DATASETS[name]
     # --selection: the evaluation rows come out of TRAIN and TEST is never encoded or read
     data = prepare(str(train), str(train) if selection else str(test), encoder)
@@ -88,10 +96,19 @@ def run_dataset(name: str, shots: list[int], draws: int, method: str, on_row=lam
             # the frozen encoder's TEST embeddings are already there; a tuned encoder re-embeds TEST
             queries = eval_x if eng.encoder.name == data.encoder else eng.embed(eval_inputs, show_progress_bar=False)
             row["accuracy"] = float((eng.scores_from_vectors(queries).argmax(1) == eval_y).mean())
+            if adapt:   # transductive: the evaluation inputs (never their labels) are the unlabeled pool
+                eng.adapt(queries, adapt)
+                row["adapted"] = {eng.classifier_name: float((eng.scores_from_vectors(queries).argmax(1)
+                                                             == eval_y).mean())}
+                for other in ADAPT_CLASSIFIERS:
+                    if other not in row["adapted"]:
+                        eng.set_classifier(other)   # keeps the (tuned) encoder and the adaptation
+                        row["adapted"][other] = float((eng.scores_from_vectors(queries).argmax(1) == eval_y).mean())
             rows.append(row)
             on_row(rows)
             print(f"[refine_auto] {name} K={k} draw {r}: {row['chosen']} {100 * row['accuracy']:.2f} "
-                  f"(logreg {100 * row['logreg']:.2f}) in {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+                  f"(logreg {100 * row['logreg']:.2f}) in {row['seconds']:.1f} s"
+                  + (f"; adapted {row['adapted']}" if adapt else ""), file=sys.stderr, flush=True)
     return rows
 
 
@@ -110,8 +127,10 @@ def markdown(payload: dict) -> str:
              "on this 2-core machine. Written by `benchmarks/refine_auto.py`.", "",
              f"Load average at the last write: {payload.get('loadavg')} (the machine was shared: seconds are "
              "upper bounds).", "",
-             "| data set | K | draws | chosen | refine | logreg | prototype | Δ vs logreg (± 95% CI) | seconds |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| data set | K | draws | chosen | refine | logreg | prototype | Δ vs logreg (± 95% CI) | seconds |"
+             + "".join(f" + {payload['adapt']}, {c} |" for c in ADAPT_CLASSIFIERS if payload.get("adapt")),
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|" + ("---:|" * len(ADAPT_CLASSIFIERS) if payload.get("adapt")
+                                                             else "")]
     rows = payload["rows"]
     for d in dict.fromkeys(r["dataset"] for r in rows):
         for k in dict.fromkeys(r["shot"] for r in rows if r["dataset"] == d):
@@ -121,7 +140,9 @@ def markdown(payload: dict) -> str:
             chosen = ", ".join(sorted({r["chosen"] for r in cell}))
             lines.append(f"| {d} | {k} | {len(cell)} | {chosen} | {100 * acc.mean():.2f} | {100 * lr.mean():.2f} | "
                          f"{100 * pr.mean():.2f} | {100 * delta.mean():+.2f} ± {100 * confidence_interval(delta):.2f} | "
-                         f"{np.mean([r['seconds'] for r in cell]):.1f} |")
+                         f"{np.mean([r['seconds'] for r in cell]):.1f} |"
+                         + "".join(f" {100 * np.mean([r['adapted'][c] for r in cell]):.2f} |" for c in ADAPT_CLASSIFIERS
+                                   if payload.get("adapt")))
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="passed to refine (JSON values: cache_frozen_bottom=true, default_epochs=4)")
     ap.add_argument("--selection", type=int, default=0, metavar="N",
                     help="hold out N TRAIN rows per class as the evaluation set and never read TEST (for choosing)")
+    ap.add_argument("--adapt", default=None, metavar="METHOD",
+                    help="after refine, adapt(METHOD) on the evaluation inputs (transductive: their labels are never "
+                         "read) and score it with the refined classifier and with each of ADAPT_CLASSIFIERS")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
@@ -162,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             load = None
         payload = {"method": args.method, "encoder": args.encoder, "options": options, "draws": args.draws,
-                   "selection": args.selection,
+                   "selection": args.selection, "adapt": args.adapt,
                    "complete": complete,
                    "rows": done + rows, "wall_seconds": round(time.perf_counter() - t0, 1), "loadavg": load}
         stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
@@ -171,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for d in args.datasets:
         done += run_dataset(d, args.shots, args.draws, args.method, on_row=write, encoder=args.encoder,
-                            options=options, selection=args.selection)
+                            options=options, selection=args.selection, adapt=args.adapt)
     print(markdown(write([], complete=True)))
     return 0
 
