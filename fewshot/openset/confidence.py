@@ -59,7 +59,10 @@ class ScoreCalibration:
 
     @property
     def temperature_(self) -> float:
-        """The logit scale minimising the LOO negative log-likelihood (fitted once, on first use)."""
+        """The logit scale minimising the LOO negative log-likelihood (fitted once, on first use; read without the
+        lock once fitted, so that parallel predictions do not queue on it)."""
+        if self._temperature is not None:
+            return self._temperature
         with self._temperature_lock:
             if self._temperature is None:
                 held = self.held_out_
