@@ -171,6 +171,8 @@ class FinetuneConfig:
             cached output (``fewshot.training.frozen_bottom``): ~40% faster, ~0.1-0.2 points less accurate.
         max_seconds: stop early (after the current epoch) once training took this long.
         weight_decay: AdamW; head_lr_mult: the head's learning rate over ``lr`` (cross-entropy).
+        interpolate: share of the fine-tuned weights in the returned encoder, the rest being the base model's
+            (weight-space ensembling, WiSE-FT: Wortsman et al. 2022); 1.0 returns the fine-tuned weights as trained.
         seed: seeds torch, the hold-out split and batch order (same seed → same weights).
         num_threads: torch CPU threads while training (None: ``fewshot._core.default_threads()``). Restored after.
     """
@@ -192,6 +194,7 @@ class FinetuneConfig:
     max_seconds: float | None = None
     weight_decay: float = 0.01
     head_lr_mult: float = 50.0
+    interpolate: float = 1.0
     seed: int = 0
     num_threads: int | None = None
 
@@ -211,6 +214,8 @@ class FinetuneConfig:
         for name in ("train_layers", "num_threads"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
+        if not 0.0 < check_float("interpolate", self.interpolate, 0.0) <= 1.0:
+            raise InvalidInputError(f"interpolate must be in (0, 1], got {self.interpolate}")
         if not 0.0 <= check_float("val_fraction", self.val_fraction, 0.0, inclusive=True) < 1.0:
             raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("refit", "cache_frozen_bottom"):
@@ -419,6 +424,8 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
     else:
         epochs = default_epochs
         model, _ = run(all_idx, epochs, None, "train", history)
+    if cfg.interpolate < 1.0 and len(trained):
+        _interpolate_weights(torch, model, model0, cfg.interpolate)
     if contrastive and class_names is None:  # a class with one text in training never formed a pair
         counts = np.bincount(y[trained], minlength=C)
         trained = trained[counts[y[trained]] >= 2]
@@ -435,6 +442,15 @@ def _finetune(torch, texts, labels, class_names, base, cfg: FinetuneConfig, outp
                                trained_texts=frozenset(texts[i] for i in trained),
                                selection_texts=frozenset(texts[i] for i in all_idx[val])
                                if can_validate and epochs else frozenset())  # 0 epochs: the base encoder
+
+
+def _interpolate_weights(torch, model, base, share: float) -> None:
+    """In place: every floating-point tensor of ``model`` becomes ``share · tuned + (1 − share) · base``."""
+    base_state = base.state_dict()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.mul_(share).add_(base_state[name].to(tensor.device), alpha=1.0 - share)
 
 
 def _digest(model: Any) -> str:

@@ -172,3 +172,20 @@ def test_model_inputs_are_built_on_the_models_device():
     feats = _tokenize(Tokenizing(), ["a", "b"], torch.device("meta"))
     assert feats["input_ids"].device.type == "meta" and feats["text"] == ["a", "b"]
     assert _tokenize(Tokenizing(), ["a"])["input_ids"].device.type == "cpu"
+
+
+def test_interpolate_returns_the_weights_between_base_and_tuned(minilm):
+    """WiSE-FT: ``interpolate=a`` gives a · tuned + (1 − a) · base, tensor by tensor (same seed, same training)."""
+    idx = [0, 1, 4, 5]
+    kw = dict(class_names=["lost card", "account balance"], default_epochs=1, batch_size=4, lr=1e-3,
+              train_layers=1, seed=0, show_progress_bar=False)
+    full = finetune_encoder([TEXTS[i] for i in idx], LABELS[idx], **kw).encoder.model.state_dict()
+    half = finetune_encoder([TEXTS[i] for i in idx], LABELS[idx], interpolate=0.5, **kw).encoder.model.state_dict()
+    base = minilm.model.state_dict()
+    moved = [k for k, v in base.items() if v.is_floating_point() and not np.allclose(full[k], v, atol=1e-7)]
+    assert moved  # training changed some tensors
+    for k in moved:
+        np.testing.assert_allclose(half[k].numpy(), 0.5 * full[k].numpy() + 0.5 * base[k].numpy(), atol=1e-6)
+    for bad in (0.0, 1.5, "x"):
+        with pytest.raises(InvalidInputError, match="interpolate"):
+            finetune_encoder(TEXTS[:2], LABELS[:2], interpolate=bad)
