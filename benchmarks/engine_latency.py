@@ -9,9 +9,11 @@ Measured (median over ``--repeats`` changes; each change adds a 3-vector class, 
 
 - steady ``predict_vectors(1 query)``, and the first one after a change, with ``reject=False`` and ``reject=True``,
   for ``prototype`` (default) and ``linear``;
-- throughput of ``predict_vectors`` (batches of 16, and of 256, pre-embedded queries) from 1 and from 4 threads for
-  ``--seconds`` each, while a fifth thread adds and removes a class every 50 ms; every result is checked to be a
-  label the engine held at some point (consistency), and every exception is counted.
+- throughput of ``predict_vectors`` (batches of 16, and of 256, pre-embedded queries) and of ``predict_arrays``
+  (batches of 256 and 1,024; no Prediction objects), with the BLAS pools as the environment sets them and limited to
+  one thread, from 1 and from 4 threads for ``--seconds`` each, while a fifth thread adds and removes a class every
+  50 ms; every result is checked to be a label the engine held at some point (consistency), and every exception is
+  counted.
 
     .venv/bin/python benchmarks/engine_latency.py            # writes benchmarks/results/engine_latency.{json,md}
 
@@ -20,6 +22,7 @@ Run it with nothing else busy: the figures are wall times on this machine's core
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fewshot import FewShotEngine
 from fewshot.encoders.base import Encoder, l2_normalise
@@ -89,10 +93,14 @@ def latency_after_change(classifier: str, reject: bool, repeats: int) -> dict:
             "above_steady_ms": 1e3 * (statistics.median(first) - statistics.median(steady))}
 
 
-def throughput(n_readers: int, seconds: float, batch_size: int = 16, reject: bool = False) -> dict:
-    """Predictions per second from ``n_readers`` threads, each predicting ``batch_size`` queries per call, while a
-    writer thread adds / removes a class."""
+def throughput(n_readers: int, seconds: float, batch_size: int = 16, reject: bool = False, call: str = "objects",
+               blas_threads: int | None = None) -> dict:
+    """Predictions per second from ``n_readers`` threads, each predicting ``batch_size`` queries per call
+    (``call``: "objects" = ``predict_vectors``, "arrays" = ``predict_arrays``), while a writer thread adds / removes
+    a class. ``blas_threads``: the BLAS pools limited to that many threads for the run (threadpoolctl, process-wide:
+    this script owns its process), else as the environment leaves them."""
     eng, centres, queries = build("prototype")
+    queries = np.concatenate([queries] * max(1, -(-batch_size // len(queries))))   # ≥ batch_size rows
     eng.predict_vectors(queries[:batch_size], reject=reject)
     known = set(eng.classes) | {"arrival"}
     stop = threading.Event()
@@ -106,6 +114,14 @@ def throughput(n_readers: int, seconds: float, batch_size: int = 16, reject: boo
         while not stop.is_set():
             batch = queries[rng.integers(0, len(queries), batch_size)]
             try:
+                if call == "arrays":
+                    result = eng.predict_arrays(batch, reject=reject)
+                    index = result.label_index    # labels are read through the classes the batch was predicted with
+                    inconsistent[0] += int(((index < -1) | (index >= len(result.classes)) |
+                                            ((index == -1) & (not reject))).sum()) + \
+                        len(result) * (not set(result.classes) <= known)
+                    counts[i] += len(result)
+                    continue
                 preds = eng.predict_vectors(batch, reject=reject)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -128,15 +144,19 @@ def throughput(n_readers: int, seconds: float, batch_size: int = 16, reject: boo
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(n_readers)]
     threads.append(threading.Thread(target=writer))
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join(60)
-    wall = time.perf_counter() - t0
-    return {"readers": n_readers, "batch_size": batch_size, "reject": reject, "seconds": round(wall, 2), "predictions": sum(counts),
+    with contextlib.ExitStack() as scope:
+        if blas_threads is not None:
+            scope.enter_context(threadpool_limits(limits=blas_threads, user_api="blas"))
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        wall = time.perf_counter() - t0
+    return {"readers": n_readers, "batch_size": batch_size, "reject": reject, "call": call,
+            "blas_threads": blas_threads, "seconds": round(wall, 2), "predictions": sum(counts),
             "per_second": sum(counts) / wall, "changes": changes[0], "errors": len(errors),
             "error_examples": errors[:3], "inconsistent": inconsistent[0]}
 
@@ -153,18 +173,25 @@ def markdown(payload: dict) -> str:
         target = "≤ 5 ms above steady" if not r["reject"] else ("≤ 300 ms" if r["classifier"] == "linear" else "")
         lines.append(f"| {r['classifier']} | {r['reject']} | {r['steady_ms']:.2f} | {r['first_after_change_ms']:.1f} "
                      f"({r['first_after_change_max_ms']:.1f}) | {r['above_steady_ms']:.1f} | {target} |")
-    lines += ["", "| queries per call | reject | reader threads | predictions / s | × 1 thread | class changes | errors | "
-              "inconsistent labels |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| call | BLAS threads | queries per call | reject | reader threads | predictions / s | × 1 thread | "
+              "class changes | errors | inconsistent labels |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+
+    def setting(r: dict) -> tuple:
+        return r.get("call", "objects"), r.get("blas_threads"), r.get("batch_size", 16), r.get("reject", False)
+
     for r in payload["throughput"]:
-        size, reject = r.get("batch_size", 16), r.get("reject", False)
-        base = next(b["per_second"] for b in payload["throughput"]
-                    if (b.get("batch_size", 16), b.get("reject", False)) == (size, reject))
-        lines.append(f"| {size} | {reject} | {r['readers']} | {r['per_second']:.0f} | {r['per_second'] / base:.2f} | "
-                     f"{r['changes']} | {r['errors']} | {r['inconsistent']} |")
+        base = next(b["per_second"] for b in payload["throughput"] if setting(b) == setting(r))
+        call, blas, size, reject = setting(r)
+        lines.append(f"| {'predict_arrays' if call == 'arrays' else 'predict_vectors'} | "
+                     f"{blas if blas is not None else 'as set'} | {size} | {reject} | {r['readers']} | "
+                     f"{r['per_second']:.0f} | {r['per_second'] / base:.2f} | {r['changes']} | {r['errors']} | "
+                     f"{r['inconsistent']} |")
     lines += ["", "Target: 4 reader threads ≥ 1.6x the throughput of 1, with 0 errors, while the writer runs. A call "
               "that spends most of its time in Python (the interpreter lock held) cannot run in parallel whatever "
-              "the engine's lock does (building the Prediction objects is Python); open-set calls (reject=True) "
-              "spend theirs in numpy's linear algebra, which releases it."]
+              "the engine's lock does (building the Prediction objects is Python; `predict_arrays` builds none); "
+              "open-set calls (reject=True) spend theirs in numpy's linear algebra, which releases it. BLAS "
+              "threads \"as set\": what OPENBLAS_NUM_THREADS (above) leaves, 1: limited with threadpoolctl for the "
+              "run — concurrent callers of a multi-threaded OpenBLAS queue on its one pool."]
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = [round(x, 2) for x in os.getloadavg()]
     latency = [latency_after_change(c, reject, args.repeats)
                for c in ("prototype", "linear") for reject in (False, True)]
-    tput = [throughput(n, args.seconds, size, reject) for size, reject in ((16, False), (256, False), (16, True))
+    plan = [("objects", None, 16, False), ("objects", None, 256, False), ("objects", None, 16, True),
+            ("arrays", None, 1024, False), ("objects", 1, 256, False), ("arrays", 1, 256, False),
+            ("arrays", 1, 1024, False)]
+    tput = [throughput(n, args.seconds, size, reject, call, blas) for call, blas, size, reject in plan
             for n in (1, 4)]
     payload = {"machine": platform.machine(), "cpus": os.cpu_count(), "load_before": load_before,
                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),

@@ -111,6 +111,16 @@ def _ids(block: pa.Table, column: str, id_type: pa.DataType | None) -> pa.Array:
     return ids if id_type is None or ids.type == id_type else ids.cast(id_type)
 
 
+def top_k_column(classes: Sequence[str], index: np.ndarray, score: np.ndarray) -> pa.ListArray:
+    """(n, k) class indices and (n, k) confidences → an n-row ``TOP_K_TYPE`` column, built in arrow (no Python
+    object per row)."""
+    n, k = index.shape
+    labels = pa.array(np.asarray(list(classes), object)[index.reshape(-1)], pa.string())
+    pairs = pa.StructArray.from_arrays([labels, pa.array(score.reshape(-1), pa.float64())],
+                                       fields=list(TOP_K_TYPE.value_type))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), pairs, type=TOP_K_TYPE)
+
+
 class ClassifyTask:
     """Classify blocks with an engine: block → table (id, label, score[, top_k]) in the block's row order.
 
@@ -134,16 +144,13 @@ class ClassifyTask:
         ids = _ids(block, self.id_column, self.id_type)
         vectors = self.encode(block)
         try:
-            preds = self.engine.predict_vectors(vectors, top_k=self.top_k or 1, reject=self.reject)
+            batch = self.engine.predict_arrays(vectors, top_k=self.top_k or 1, reject=self.reject)
         except FewShotError as exc:
             raise located(exc, self.encode.where(block)) from None
-        columns: dict[str, pa.Array] = {
-            ID: ids,
-            "label": pa.array([p.label for p in preds], pa.string()),
-            "score": pa.array([float(p.score) for p in preds], pa.float64())}
+        columns: dict[str, pa.Array] = {ID: ids, "label": pa.array(batch.labels, pa.string()),
+                                        "score": pa.array(batch.scores, pa.float64())}
         if self.top_k:
-            columns["top_k"] = pa.array([[{"label": lab, "score": float(s)} for lab, s in p.top_k] for p in preds],
-                                        TOP_K_TYPE)
+            columns["top_k"] = top_k_column(batch.classes, batch.top_k_index, batch.top_k_score)
         return pa.table(columns, schema=self.schema(ids.type))
 
 

@@ -25,7 +25,7 @@ from fewshot.encoders.base import Encoder, check_input_list
 from fewshot.encoders.registry import load_encoder
 from fewshot.engine import lifecycle, persistence
 from fewshot.engine.locks import ReadWriteLock
-from fewshot.engine.predictions import Prediction, build_predictions, check_top_k, storable
+from fewshot.engine.predictions import BatchPrediction, Prediction, check_top_k, storable
 from fewshot.errors import EmptyClassError, InvalidInputError, NotFittedError
 from fewshot.index import IndexType, SupportIndex, storage
 from fewshot.openset import OpenSetDetector
@@ -35,7 +35,7 @@ from fewshot.templates import prompt_vectors
 if TYPE_CHECKING:
     from fewshot.export import Quantize
 
-__all__ = ["FewShotEngine", "Prediction"]
+__all__ = ["BatchPrediction", "FewShotEngine", "Prediction"]
 
 
 class FewShotEngine(lifecycle.EngineRepr):
@@ -249,9 +249,8 @@ class FewShotEngine(lifecycle.EngineRepr):
     # ------------------------------------------------------------------ prediction
     def scores_from_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) embedded queries → (n, C) classifier scores."""
-        vectors = as_float_vectors(vectors, "vectors")
         with lifecycle.serving(self, openset=False):
-            return self._fitted().scores(self._adapt_queries(vectors))
+            return self._fitted().scores(self._adapt_queries(as_float_vectors(vectors, "vectors")))
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         """(n, C) probabilities; columns follow ``self.classes``."""
@@ -271,15 +270,17 @@ class FewShotEngine(lifecycle.EngineRepr):
 
     def predict_vectors(self, queries: np.ndarray, top_k: int = 1, reject: bool = False) -> list[Prediction]:
         """Like ``predict`` for already-embedded (n, dim) queries."""
+        return self.predict_arrays(queries, top_k=top_k, reject=reject).predictions()
+
+    def predict_arrays(self, queries: np.ndarray, top_k: int = 1, reject: bool = False) -> BatchPrediction:
+        """``predict_vectors`` as arrays (``BatchPrediction``): no object per input, so big batches run in parallel."""
         check_top_k(top_k)
         queries = as_float_vectors(queries, "queries")
         with lifecycle.serving(self, openset=True if reject else None):
-            classifier = self._fitted()
-            classes = self.index.classes
-            queries = self._adapt_queries(queries)
-            scores = classifier.scores(queries)
+            classes, queries = self.index.classes, self._adapt_queries(queries)   # fitted by ``serving``
+            scores = self._fitted().scores(queries)
             values, accepted = lifecycle.shown_scores(self, scores, queries, reject)
-        return build_predictions(classes, scores, values, accepted, top_k)
+        return BatchPrediction.from_scores(classes, scores, values, accepted, top_k)
 
     def _probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, C) scores → probabilities: calibrated temperature when available. Call with the lock held."""

@@ -42,18 +42,60 @@ def top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(cols, best, axis=1)
 
 
-def build_predictions(classes: list[str], scores: np.ndarray, values: np.ndarray, accepted: np.ndarray,
-                      top_k: int) -> list[Prediction]:
-    """Predictions from (n, C) ``scores`` (ranking), (n, C) ``values`` (the confidences reported) and (n,) bool
-    ``accepted`` (False → label None). The (n, k) results leave numpy as Python lists in one step each: indexing
-    element by element cost most of a 16-query prediction, with the interpreter lock held."""
-    order = top_k_columns(scores, min(int(top_k), len(classes)))
-    confidences = np.take_along_axis(values, order, axis=1).tolist()
-    out = []
-    for columns, row_values, ok in zip(order.tolist(), confidences, np.asarray(accepted, bool).tolist()):
-        top = [(classes[c], v) for c, v in zip(columns, row_values)]     # Python floats already
-        out.append(Prediction(top[0][0] if ok else None, top[0][1], top))
-    return out
+@dataclass(frozen=True, eq=False)
+class BatchPrediction:
+    """n inputs' results as arrays (``FewShotEngine.predict_arrays``): the numbers of ``predict_vectors``'s list of
+    ``Prediction`` without a Python object per input, so that large batches predicted from several threads run in
+    parallel (numpy releases the interpreter lock; building objects holds it). The arrays are read-only.
+
+    ``classes``: the engine's classes at prediction time (what the indices point into); ``top_k_index``: (n, k)
+    int64 class indices, best first; ``top_k_score``: (n, k) float64 confidences (``Prediction.top_k``'s);
+    ``accepted``: (n,) bool, False where the input was rejected as unknown (label None)."""
+
+    classes: tuple[str, ...]
+    top_k_index: np.ndarray
+    top_k_score: np.ndarray
+    accepted: np.ndarray
+
+    @classmethod
+    def from_scores(cls, classes: list[str], scores: np.ndarray, values: np.ndarray, accepted: np.ndarray,
+                    top_k: int) -> BatchPrediction:
+        """From (n, C) ``scores`` (ranking), (n, C) ``values`` (the confidences reported) and (n,) bool ``accepted``."""
+        order = top_k_columns(scores, min(int(top_k), len(classes))).astype(np.int64, copy=False)
+        shown = np.take_along_axis(values, order, axis=1).astype(np.float64, copy=False)
+        ok = np.array(accepted, bool)
+        for array in (order, shown, ok):
+            array.setflags(write=False)
+        return cls(tuple(classes), order, shown, ok)
+
+    def __len__(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def label_index(self) -> np.ndarray:
+        """(n,) int64 index into ``classes`` of each input's label; -1 where rejected."""
+        return np.where(self.accepted, self.top_k_index[:, 0], -1)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(n,) object array of label strings; None where rejected (``Prediction.label``)."""
+        return np.array([*self.classes, None], dtype=object)[self.label_index]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(n,) float64 confidence of the top label, also where rejected (``Prediction.score``)."""
+        return self.top_k_score[:, 0]
+
+    def predictions(self) -> list[Prediction]:
+        """The same results as ``Prediction`` objects (what ``predict_vectors`` returns). The (n, k) arrays leave
+        numpy as Python lists in one step each: indexing element by element cost most of a 16-query prediction."""
+        classes = self.classes
+        out = []
+        for columns, row_values, ok in zip(self.top_k_index.tolist(), self.top_k_score.tolist(),
+                                           self.accepted.tolist()):
+            top = [(classes[c], v) for c, v in zip(columns, row_values)]     # Python floats already
+            out.append(Prediction(top[0][0] if ok else None, top[0][1], top))
+        return out
 
 
 def check_top_k(top_k: Any) -> None:
