@@ -173,6 +173,8 @@ class FinetuneConfig:
         weight_decay: AdamW; head_lr_mult: the head's learning rate over ``lr`` (cross-entropy).
         interpolate: share of the fine-tuned weights in the returned encoder, the rest being the base model's
             (weight-space ensembling, WiSE-FT: Wortsman et al. 2022); 1.0 returns the fine-tuned weights as trained.
+            Not a default: screened for ``refine("encoder")`` at 10 shots on held-out TRAIN rows (draws 0-2),
+            0.5 / 0.75 gave Banking77 +0.50 / +0.22 but StackOverflow -1.73 / -0.53 against 1.0.
         seed: seeds torch, the hold-out split and batch order (same seed → same weights).
         num_threads: torch CPU threads while training (None: ``fewshot._core.default_threads()``). Restored after.
     """
