@@ -65,10 +65,7 @@ class FewShotEngine(lifecycle.EngineRepr):
         self._dirty, self._version = True, 0
 
     classifier_name = property(lambda self: self.classifier.name, doc="The classifier's registered name.")
-
-    @property
-    def classifier_config(self) -> dict:
-        return self.classifier.get_config_dict()
+    classifier_config = property(lambda self: self.classifier.get_config_dict(), doc="The classifier's arguments.")
 
     # ------------------------------------------------------------------ embedding and classes
     def embed(self, inputs: Sequence[Any], **kwargs: Any) -> np.ndarray:
@@ -249,8 +246,9 @@ class FewShotEngine(lifecycle.EngineRepr):
     # ------------------------------------------------------------------ prediction
     def scores_from_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) embedded queries → (n, C) classifier scores."""
+        vectors = as_float_vectors(vectors, "vectors")
         with lifecycle.serving(self, openset=False):
-            return self._fitted().scores(self._adapt_queries(as_float_vectors(vectors, "vectors")))
+            return self._fitted().scores(self._adapt_queries(vectors))
 
     def predict_proba(self, inputs: Sequence[Any]) -> np.ndarray:
         """(n, C) probabilities; columns follow ``self.classes``."""
