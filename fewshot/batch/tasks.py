@@ -20,6 +20,7 @@ from fewshot.errors import FewShotError, InvalidInputError
 
 if TYPE_CHECKING:
     from fewshot.engine import FewShotEngine
+    from fewshot.engine.predictions import BatchPrediction
 
 InputKind = Literal["auto", "text", "image"]
 KINDS = ("auto", "text", "image")
@@ -111,12 +112,12 @@ def _ids(block: pa.Table, column: str, id_type: pa.DataType | None) -> pa.Array:
     return ids if id_type is None or ids.type == id_type else ids.cast(id_type)
 
 
-def top_k_column(classes: Sequence[str], index: np.ndarray, score: np.ndarray) -> pa.ListArray:
-    """(n, k) class indices and (n, k) confidences → an n-row ``TOP_K_TYPE`` column, built in arrow (no Python
+def top_k_column(batch: BatchPrediction) -> pa.ListArray:
+    """A batch's (n, k) top labels and confidences → an n-row ``TOP_K_TYPE`` column, built in arrow (no Python
     object per row)."""
-    n, k = index.shape
-    labels = pa.array(np.asarray(list(classes), object)[index.reshape(-1)], pa.string())
-    pairs = pa.StructArray.from_arrays([labels, pa.array(score.reshape(-1), pa.float64())],
+    n, k = batch.top_k_index.shape
+    pairs = pa.StructArray.from_arrays([pa.array(batch.top_k_labels.reshape(-1), pa.string()),
+                                        pa.array(batch.top_k_score.reshape(-1), pa.float64())],
                                        fields=list(TOP_K_TYPE.value_type))
     return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), pairs, type=TOP_K_TYPE)
 
@@ -150,7 +151,7 @@ class ClassifyTask:
         columns: dict[str, pa.Array] = {ID: ids, "label": pa.array(batch.labels, pa.string()),
                                         "score": pa.array(batch.scores, pa.float64())}
         if self.top_k:
-            columns["top_k"] = top_k_column(batch.classes, batch.top_k_index, batch.top_k_score)
+            columns["top_k"] = top_k_column(batch)
         return pa.table(columns, schema=self.schema(ids.type))
 
 

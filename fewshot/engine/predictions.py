@@ -76,10 +76,19 @@ class BatchPrediction:
         """(n,) int64 index into ``classes`` of each input's label; -1 where rejected."""
         return np.where(self.accepted, self.top_k_index[:, 0], -1)
 
+    def _names(self) -> np.ndarray:
+        """(C + 1,) object array: the class names, then None (what index -1 reads)."""
+        return np.array([*self.classes, None], dtype=object)
+
     @property
     def labels(self) -> np.ndarray:
         """(n,) object array of label strings; None where rejected (``Prediction.label``)."""
-        return np.array([*self.classes, None], dtype=object)[self.label_index]
+        return self._names()[self.label_index]
+
+    @property
+    def top_k_labels(self) -> np.ndarray:
+        """(n, k) object array of the label strings of ``top_k_index`` (``Prediction.top_k``'s labels)."""
+        return self._names()[self.top_k_index]
 
     @property
     def scores(self) -> np.ndarray:

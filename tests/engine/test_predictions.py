@@ -30,6 +30,7 @@ def test_arrays_hold_the_same_results_as_the_prediction_objects(engine, top_k, r
     assert batch.scores.tolist() == [p.score for p in preds]
     assert [[(batch.classes[i], s) for i, s in zip(row, values)]
             for row, values in zip(batch.top_k_index.tolist(), batch.top_k_score.tolist())] == [p.top_k for p in preds]
+    assert batch.top_k_labels.tolist() == [[label for label, _ in p.top_k] for p in preds]
     assert batch.predictions() == preds
     # ranked as the classifier scores rank (computed apart from the prediction path)
     assert (batch.top_k_index[:, 0] == eng.scores_from_vectors(queries).argmax(1)).all()
